@@ -1,0 +1,81 @@
+"""Errors raised by chunkfiles.
+
+Read errors derive from ``OSError`` so code that handles I/O failures of a
+normal file (``except OSError``) handles ours too.
+"""
+
+from __future__ import annotations
+
+
+class ChunkfilesError(Exception):
+    """Base class of every chunkfiles error."""
+
+
+class ChecksumMismatch(ChunkfilesError, ValueError):
+    """Uploaded bytes do not match the checksum the caller said they have."""
+
+    def __init__(self, expected: str, actual: str, index: int | None = None) -> None:
+        self.expected = expected
+        self.actual = actual
+        self.index = index
+        where = f" (item {index})" if index is not None else ""
+        super().__init__(f"checksum mismatch{where}: expected {expected}, got {actual}")
+
+
+class BlobReadError(ChunkfilesError, OSError):
+    """A blob could not be read back correctly.
+
+    Names the file, the blob checksum and the offset of the blob in the file,
+    so an operator can find the broken object without a debugger.
+    """
+
+    reason = "could not be read"
+
+    def __init__(
+        self,
+        *,
+        file_id: int | None,
+        checksum: str,
+        offset: int,
+        path: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.file_id = file_id
+        self.checksum = checksum
+        self.offset = offset
+        self.path = path
+        self.detail = detail
+        message = (
+            f"blob {checksum} at offset {offset} of file {file_id} {self.reason}"
+            f" (storage name {path!r})"
+        )
+        if detail:
+            message += f": {detail}"
+        super().__init__(message)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # OSError pickles by its args; keep the keyword-only constructor working
+        # across process boundaries (multiprocessing, celery).
+        return (
+            _rebuild,
+            (type(self), self.file_id, self.checksum, self.offset, self.path, self.detail),
+        )
+
+
+def _rebuild(
+    cls: type[BlobReadError], file_id: int | None, checksum: str, offset: int,
+    path: str | None, detail: str,
+) -> BlobReadError:
+    return cls(file_id=file_id, checksum=checksum, offset=offset, path=path, detail=detail)
+
+
+class BlobMissingError(BlobReadError, FileNotFoundError):
+    """The storage has no object for a blob that the database references."""
+
+    reason = "is missing from storage"
+
+
+class BlobCorruptError(BlobReadError):
+    """The stored bytes of a blob do not match its recorded size or checksum."""
+
+    reason = "is corrupt"

@@ -1,0 +1,227 @@
+"""The three tables of Sentry's file store, with 64-bit sizes and offsets.
+
+``FileBlob`` is a content-addressed object in storage, stored once per
+checksum. ``File`` is an ordered list of blobs, linked by ``FileBlobIndex``
+rows that carry each blob's offset in the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, Any
+
+from django.core.files.base import File as DjangoFile
+from django.db import models, router
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from .upload import UploadItem
+
+
+class FileBlobQuerySet(models.QuerySet["FileBlob"]):
+    """Query vocabulary for blobs."""
+
+    def by_checksums(self, checksums: Iterable[str]) -> dict[str, FileBlob]:
+        """Existing blobs keyed by checksum, in as few queries as the backend allows."""
+        from .upload import CHECKSUM_BATCH
+
+        wanted = list(dict.fromkeys(checksums))
+        found: dict[str, FileBlob] = {}
+        for start in range(0, len(wanted), CHECKSUM_BATCH):
+            batch = wanted[start : start + CHECKSUM_BATCH]
+            found.update((b.checksum, b) for b in self.filter(checksum__in=batch))
+        return found
+
+    def unreferenced(self) -> FileBlobQuerySet:
+        """Blobs that no file uses any more."""
+        return self.filter(fileblobindex__isnull=True)
+
+
+class FileBlob(models.Model):
+    """One stored object, identified by the SHA-256 of its bytes."""
+
+    path = models.TextField(
+        null=True,
+        help_text="Name of the object in the blob storage (STORAGES alias CHUNKFILES['STORAGE']).",
+    )
+    size = models.PositiveBigIntegerField(
+        null=True, help_text="Length of the blob in bytes."
+    )
+    checksum = models.CharField(
+        max_length=64,
+        unique=True,
+        help_text=(
+            "SHA-256 hex digest of the blob's bytes; the deduplication key. "
+            "SHA-256, not Sentry's SHA-1, so colliding inputs are never merged."
+        ),
+    )
+    timestamp = models.DateTimeField(
+        default=timezone.now, db_index=True, help_text="When the blob was first stored."
+    )
+
+    objects = FileBlobQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "file blob"
+
+    def __str__(self) -> str:
+        return self.checksum
+
+    @classmethod
+    def from_file(cls, fileobj: IO[bytes] | DjangoFile) -> FileBlob:
+        """Store the whole of ``fileobj`` as one blob, or return the blob that has its bytes."""
+        return cls.from_files([fileobj])[0]
+
+    @classmethod
+    def from_files(
+        cls, files: Iterable[UploadItem], *, workers: int | None = None, using: str | None = None
+    ) -> list[FileBlob]:
+        """Store many blobs at once; items are file objects or ``(fileobj, checksum)``.
+
+        A given checksum (SHA-256, or SHA-1 for Sentry clients) is checked
+        before anything is written; a mismatch raises ``ChecksumMismatch``.
+        Returns the blobs in the order given.
+        """
+        from .upload import store_blobs
+
+        return store_blobs(files, workers=workers, using=using)
+
+    def getfile(self) -> DjangoFile:
+        """The blob's bytes, verified, as a Django file."""
+        from .reader import BlobRef, ChunkedFileBlobIndexWrapper, storage_fetch
+
+        ref = BlobRef(0, self.size or 0, self.checksum, self.path)
+        return DjangoFile(ChunkedFileBlobIndexWrapper([ref], storage_fetch()), name=self.checksum)
+
+
+class FileQuerySet(models.QuerySet["File"]):
+    """Query vocabulary for files."""
+
+    def with_checksum(self, checksum: str) -> FileQuerySet:
+        return self.filter(checksum=checksum)
+
+
+class File(models.Model):
+    """A named file made of blobs, in the order of their offsets."""
+
+    name = models.TextField(help_text="File name shown to users, e.g. 'report.pdf'.")
+    type = models.CharField(
+        max_length=64, help_text="Free-form category of the file, e.g. 'artifact'."
+    )
+    timestamp = models.DateTimeField(
+        default=timezone.now, db_index=True, help_text="When the file was created."
+    )
+    headers = models.JSONField(
+        default=dict, blank=True, help_text="HTTP-style headers, e.g. Content-Type."
+    )
+    size = models.PositiveBigIntegerField(
+        null=True, help_text="Length of the file in bytes; set by putfile()."
+    )
+    checksum = models.CharField(
+        max_length=40,
+        null=True,
+        db_index=True,
+        help_text="SHA-1 hex digest of the whole file (as in Sentry); set by putfile().",
+    )
+    blobs = models.ManyToManyField(
+        FileBlob, through="FileBlobIndex", help_text="The blobs making up the file."
+    )
+
+    objects = FileQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "file"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def _db_for_write(self) -> str:
+        return self._state.db or router.db_for_write(File, instance=self)
+
+    def putfile(
+        self,
+        fileobj: IO[bytes] | DjangoFile,
+        blob_size: int | None = None,
+        commit: bool = True,
+        *,
+        workers: int | None = None,
+    ) -> list[FileBlobIndex]:
+        """Store the contents of ``fileobj`` (read to EOF) as this file's blobs.
+
+        New blobs are written concurrently; blobs already stored are reused.
+        The index rows (and, with ``commit``, this row) are written in one
+        transaction, replacing any previous content. Sets ``size`` and
+        ``checksum``. With ``commit=False`` the row must already be saved and
+        the caller saves ``size``/``checksum``.
+        """
+        from .upload import put_file
+
+        return put_file(self, fileobj, blob_size=blob_size, commit=commit, workers=workers)
+
+    def blob_refs(self) -> list[Any]:
+        """The file's blobs in order, as ``BlobRef`` values, loaded in one query."""
+        from .reader import BlobRef
+
+        db = self._state.db or router.db_for_read(FileBlobIndex, instance=self)
+        rows = (
+            FileBlobIndex.objects.using(db)
+            .filter(file_id=self.pk)
+            .order_by("offset")
+            .values_list("offset", "blob__size", "blob__checksum", "blob__path")
+        )
+        return [BlobRef(offset, size or 0, checksum, path) for offset, size, checksum, path in rows]
+
+    def getfile(
+        self,
+        mode: str | None = None,
+        prefetch: bool = False,
+        *,
+        readahead: int | bool | None = None,
+        workers: int | None = None,
+        temp_dir: str | None = None,
+    ) -> DjangoFile:
+        """Open the file for reading; see ``chunkfiles.reader`` for the three modes."""
+        from .reader import open_file
+
+        if mode not in (None, "r", "rb"):
+            raise ValueError(f"chunkfiles files are read-only; mode {mode!r} is not supported")
+        wrapper = open_file(
+            self, prefetch=prefetch, readahead=readahead, workers=workers, temp_dir=temp_dir
+        )
+        return DjangoFile(wrapper, name=self.name)
+
+    def save_to(self, path: str | os.PathLike[str], *, workers: int | None = None) -> str:
+        """Write the file to ``path`` atomically; no partial file is ever left."""
+        from .prefetch import save_to
+
+        return save_to(self.blob_refs(), path, file_id=self.pk, workers=workers)
+
+
+class FileBlobIndex(models.Model):
+    """Places a blob at an offset of a file."""
+
+    file = models.ForeignKey(
+        File, on_delete=models.CASCADE, help_text="The file this blob belongs to."
+    )
+    blob = models.ForeignKey(
+        FileBlob,
+        on_delete=models.PROTECT,
+        help_text="The blob stored at this offset; protected while any file uses it.",
+    )
+    offset = models.PositiveBigIntegerField(
+        help_text="Byte offset of the blob in the file (64-bit: files may exceed 4 GiB)."
+    )
+
+    class Meta:
+        verbose_name = "file blob index"
+        verbose_name_plural = "file blob indexes"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["file", "blob", "offset"], name="chunkfiles_fileblobindex_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["file", "offset"], name="chunkfiles_index_file_offset")]
+
+    def __str__(self) -> str:
+        return f"{self.file_id}@{self.offset}"
