@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -152,9 +153,11 @@ class SeaweedS3:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                # weed ignores SIGTERM for many seconds while it flushes; the
+                # data is throwaway (or already durable on disk), so kill the group.
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
         if self._log is not None:

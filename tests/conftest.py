@@ -97,10 +97,8 @@ def s3_options(server: SeaweedS3, location: str, endpoint_url: str | None = None
     return {**server.storage_options(BUCKET, endpoint_url), "location": location}
 
 
-@pytest.fixture(params=["fs", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageSetup]:
-    """Blob storage for one test: a fresh directory, or a fresh S3 key prefix."""
-    if request.param == "fs":
+def _storage_setup(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageSetup]:
+    if kind == "fs":
         options: dict[str, Any] = {"location": str(tmp_path / "blobs")}
         setup = StorageSetup("fs", "blobs", options)
         backend = "django.core.files.storage.FileSystemStorage"
@@ -118,6 +116,24 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageS
     }
     with override_settings(STORAGES=storages, CHUNKFILES={"STORAGE": "blobs"}):
         yield setup
+
+
+@pytest.fixture(params=["fs", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageSetup]:
+    """Blob storage for one test: a fresh directory, or a fresh S3 key prefix."""
+    yield from _storage_setup(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def s3_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageSetup]:
+    """Only the SeaweedFS S3 half, for tests of the S3 fast path."""
+    yield from _storage_setup("s3", request, tmp_path)
+
+
+@pytest.fixture
+def fs_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageSetup]:
+    """Only the filesystem half."""
+    yield from _storage_setup("fs", request, tmp_path)
 
 
 @pytest.fixture

@@ -1,0 +1,58 @@
+# django-chunkfiles: everything runs from .venv, which these targets create.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS ?= s3,dev
+# e.g. DJANGO='Django>=4.2,<5.0' for the 4.2 LTS matrix
+DJANGO ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-postgresql test-mariadb test-browser lint demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]' $(DJANGO)
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make test: the suite on SQLite, against the filesystem and a real S3 (SeaweedFS).
+test: $(STAMP)
+	CHUNKFILES_DB=sqlite $(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+test-postgresql: $(STAMP)
+	CHUNKFILES_DB=postgresql $(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+test-mariadb: $(STAMP)
+	$(PY) -c "import MySQLdb" 2>/dev/null || $(PY) -m pip install --quiet -e '.[mysql]'
+	CHUNKFILES_DB=mariadb $(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+## needs Debian's chromium (apt-get install chromium chromium-driver)
+test-browser: $(STAMP)
+	$(PY) -m pytest -m browser $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy chunkfiles
+	$(PY) manage.py makemigrations --check --dry-run
+
+## make demo: sample data on SQLite + filesystem, admin on http://127.0.0.1:8000/admin/
+## make demo S3=1: the same against a local SeaweedFS S3 started for the demo.
+demo: $(STAMP)
+ifeq ($(S3),1)
+	$(PY) -m testproject.serve_s3
+else
+	$(PY) manage.py migrate --verbosity 0
+	$(PY) -m testproject.demo
+	$(PY) manage.py runserver 127.0.0.1:8000
+endif
+
+## make bench: SeaweedFS behind a latency proxy; QUICK=1 for the small version.
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(if $(filter 1,$(QUICK)),--quick,) $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .hypothesis *.egg-info
