@@ -7,7 +7,8 @@ from typing import Any
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.urls import URLPattern, path, reverse
@@ -37,7 +38,7 @@ class FileBlobIndexInline(ReadOnlyMixin, admin.TabularInline):  # type: ignore[t
 
     @admin.display(description="size")
     def blob_size(self, obj: FileBlobIndex) -> str:
-        return filesizeformat(obj.blob.size)
+        return filesizeformat(obj.blob.size or 0)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[FileBlobIndex]:
         return super().get_queryset(request).select_related("blob")
@@ -49,14 +50,13 @@ class FileAdmin(ReadOnlyMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ("type", "timestamp")
     search_fields = ("name", "checksum")
     date_hierarchy = "timestamp"
-    readonly_fields = (
-        "name", "type", "timestamp", "headers", "size", "checksum", "download_link"
-    )
+    readonly_fields = ("name", "type", "timestamp", "headers", "size", "checksum", "download_link")
     fields = readonly_fields
-    inlines = [FileBlobIndexInline]
+    inlines = (FileBlobIndexInline,)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[File]:
-        return super().get_queryset(request).annotate(blob_total=Count("blobs"))
+        queryset: QuerySet[File] = super().get_queryset(request)
+        return queryset.annotate(blob_total=Count("blobs"))
 
     @admin.display(description="size", ordering="size")
     def human_size(self, obj: File) -> str:
@@ -79,7 +79,7 @@ class FileAdmin(ReadOnlyMixin, admin.ModelAdmin):  # type: ignore[type-arg]
         )
         return [download, *super().get_urls()]
 
-    def download_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def download_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
         """Stream the file with a bounded read-ahead; needs view permission on it.
 
         FileResponse sets Content-Length by seeking to the end, which fetches nothing.
@@ -89,7 +89,9 @@ class FileAdmin(ReadOnlyMixin, admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         content_type = (file.headers or {}).get("Content-Type", "application/octet-stream")
         response = FileResponse(
-            file.getfile(readahead=True), as_attachment=True, filename=file.name,
+            file.getfile(readahead=True),
+            as_attachment=True,
+            filename=file.name,
             content_type=content_type,
         )
         return response

@@ -11,7 +11,7 @@ class ChunkfilesError(Exception):
     """Base class of every chunkfiles error."""
 
 
-class ChecksumMismatch(ChunkfilesError, ValueError):
+class ChecksumMismatchError(ChunkfilesError, ValueError):
     """Uploaded bytes do not match the checksum the caller said they have."""
 
     def __init__(self, expected: str, actual: str, index: int | None = None) -> None:
@@ -63,8 +63,12 @@ class BlobReadError(ChunkfilesError, OSError):
 
 
 def _rebuild(
-    cls: type[BlobReadError], file_id: int | None, checksum: str, offset: int,
-    path: str | None, detail: str,
+    cls: type[BlobReadError],
+    file_id: int | None,
+    checksum: str,
+    offset: int,
+    path: str | None,
+    detail: str,
 ) -> BlobReadError:
     return cls(file_id=file_id, checksum=checksum, offset=offset, path=path, detail=detail)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from django.core.files.base import File as DjangoFile
 from django.db import models, router
@@ -41,13 +41,12 @@ class FileBlobQuerySet(models.QuerySet["FileBlob"]):
 class FileBlob(models.Model):
     """One stored object, identified by the SHA-256 of its bytes."""
 
-    path = models.TextField(
+    # Nullable like Sentry's column: NULL (no object) is not the same as "".
+    path = models.TextField(  # noqa: DJ001
         null=True,
         help_text="Name of the object in the blob storage (STORAGES alias CHUNKFILES['STORAGE']).",
     )
-    size = models.PositiveBigIntegerField(
-        null=True, help_text="Length of the blob in bytes."
-    )
+    size = models.PositiveBigIntegerField(null=True, help_text="Length of the blob in bytes.")
     checksum = models.CharField(
         max_length=64,
         unique=True,
@@ -69,7 +68,7 @@ class FileBlob(models.Model):
         return self.checksum
 
     @classmethod
-    def from_file(cls, fileobj: IO[bytes] | DjangoFile) -> FileBlob:
+    def from_file(cls, fileobj: IO[bytes] | DjangoFile[bytes]) -> FileBlob:
         """Store the whole of ``fileobj`` as one blob, or return the blob that has its bytes."""
         return cls.from_files([fileobj])[0]
 
@@ -80,19 +79,20 @@ class FileBlob(models.Model):
         """Store many blobs at once; items are file objects or ``(fileobj, checksum)``.
 
         A given checksum (SHA-256, or SHA-1 for Sentry clients) is checked
-        before anything is written; a mismatch raises ``ChecksumMismatch``.
+        before anything is written; a mismatch raises ``ChecksumMismatchError``.
         Returns the blobs in the order given.
         """
         from .upload import store_blobs
 
         return store_blobs(files, workers=workers, using=using)
 
-    def getfile(self) -> DjangoFile:
+    def getfile(self) -> DjangoFile[bytes]:
         """The blob's bytes, verified, as a Django file."""
         from .reader import BlobRef, ChunkedFileBlobIndexWrapper, storage_fetch
 
         ref = BlobRef(0, self.size or 0, self.checksum, self.path)
-        return DjangoFile(ChunkedFileBlobIndexWrapper([ref], storage_fetch()), name=self.checksum)
+        wrapper = ChunkedFileBlobIndexWrapper([ref], storage_fetch())
+        return DjangoFile(cast(IO[bytes], wrapper), name=self.checksum)
 
 
 class FileQuerySet(models.QuerySet["File"]):
@@ -118,7 +118,8 @@ class File(models.Model):
     size = models.PositiveBigIntegerField(
         null=True, help_text="Length of the file in bytes; set by putfile()."
     )
-    checksum = models.CharField(
+    # NULL until putfile() has run, as in Sentry.
+    checksum = models.CharField(  # noqa: DJ001
         max_length=40,
         null=True,
         db_index=True,
@@ -141,7 +142,7 @@ class File(models.Model):
 
     def putfile(
         self,
-        fileobj: IO[bytes] | DjangoFile,
+        fileobj: IO[bytes] | DjangoFile[bytes],
         blob_size: int | None = None,
         commit: bool = True,
         *,
@@ -180,7 +181,7 @@ class File(models.Model):
         readahead: int | bool | None = None,
         workers: int | None = None,
         temp_dir: str | None = None,
-    ) -> DjangoFile:
+    ) -> DjangoFile[bytes]:
         """Open the file for reading; see ``chunkfiles.reader`` for the three modes."""
         from .reader import open_file
 
@@ -189,7 +190,8 @@ class File(models.Model):
         wrapper = open_file(
             self, prefetch=prefetch, readahead=readahead, workers=workers, temp_dir=temp_dir
         )
-        return DjangoFile(wrapper, name=self.name)
+        # A RawIOBase is a binary file; typeshed just does not spell it IO[bytes].
+        return DjangoFile(cast(IO[bytes], wrapper), name=self.name)
 
     def save_to(self, path: str | os.PathLike[str], *, workers: int | None = None) -> str:
         """Write the file to ``path`` atomically; no partial file is ever left."""

@@ -7,6 +7,7 @@ network waits overlap; neither touches the database.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import tempfile
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -41,7 +42,7 @@ def fill(index: BlobIndex, fetch: Fetch, fd: int, workers: int) -> None:
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunkfiles-prefetch") as pool:
         futures = [pool.submit(one, ref) for ref in index.refs]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
         for future in futures:
@@ -142,7 +143,10 @@ class ReadAhead(Source):
 
 
 def save_to(
-    refs: list[BlobRef], path: str | os.PathLike[str], *, file_id: int | None,
+    refs: list[BlobRef],
+    path: str | os.PathLike[str],
+    *,
+    file_id: int | None,
     workers: int | None = None,
 ) -> str:
     """Prefetch into a temp file beside ``path``, then rename it into place."""
@@ -169,9 +173,7 @@ def save_to(
             os.close(fd)
         os.replace(temp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        except FileNotFoundError:
-            pass
         raise
     return target

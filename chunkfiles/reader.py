@@ -44,7 +44,10 @@ Fetch = Callable[[BlobRef], bytes]
 def load_blob(ref: BlobRef, fetch: Fetch, file_id: int | None) -> bytes:
     """Fetch one blob and verify it; every byte a reader returns passes here."""
     where: dict[str, Any] = {
-        "file_id": file_id, "checksum": ref.checksum, "offset": ref.offset, "path": ref.path,
+        "file_id": file_id,
+        "checksum": ref.checksum,
+        "offset": ref.offset,
+        "path": ref.path,
     }
     if ref.path is None:
         raise BlobMissingError(**where, detail="no storage name recorded")
@@ -59,7 +62,9 @@ def load_blob(ref: BlobRef, fetch: Fetch, file_id: int | None) -> bytes:
         # caller as a read error; a worker thread must never hide it.
         raise BlobReadError(**where, detail=f"{type(exc).__name__}: {exc}") from exc
     if len(data) != ref.size:
-        raise BlobCorruptError(**where, detail=f"expected {ref.size} bytes, storage returned {len(data)}")
+        raise BlobCorruptError(
+            **where, detail=f"expected {ref.size} bytes, storage returned {len(data)}"
+        )
     actual = hashlib.sha256(data).hexdigest()
     if actual != ref.checksum:
         raise BlobCorruptError(**where, detail=f"stored bytes hash to {actual}")
@@ -93,7 +98,10 @@ class BlobIndex:
             if ref.offset != expected:
                 # A gap or overlap would silently shift every following byte.
                 raise BlobCorruptError(
-                    file_id=file_id, checksum=ref.checksum, offset=ref.offset, path=ref.path,
+                    file_id=file_id,
+                    checksum=ref.checksum,
+                    offset=ref.offset,
+                    path=ref.path,
                     detail=f"index expects this blob at offset {expected}",
                 )
             expected += ref.size
@@ -178,7 +186,9 @@ class ChunkedFileBlobIndexWrapper(io.RawIOBase):
         self._source: Source
         if prefetch:
             self._source = modes.Prefetched(
-                self._index, fetch, workers or chunkfiles_settings.PREFETCH_WORKERS,
+                self._index,
+                fetch,
+                workers or chunkfiles_settings.PREFETCH_WORKERS,
                 temp_dir if temp_dir is not None else chunkfiles_settings.TEMP_DIR,
             )
         elif readahead:
@@ -289,7 +299,8 @@ def open_file(
     """A reader over ``file``'s blobs, their index loaded in one query."""
     refs = file.blob_refs()
     connections = workers or (
-        chunkfiles_settings.PREFETCH_WORKERS if prefetch
+        chunkfiles_settings.PREFETCH_WORKERS
+        if prefetch
         else (chunkfiles_settings.READAHEAD if readahead is True else int(readahead or 1))
     )
     fetch = storage_fetch(connections)
@@ -297,10 +308,18 @@ def open_file(
     if file.size is not None and file.size != total:
         last = refs[-1] if refs else BlobRef(0, 0, "-", None)
         raise BlobCorruptError(
-            file_id=file.pk, checksum=last.checksum, offset=last.offset, path=last.path,
+            file_id=file.pk,
+            checksum=last.checksum,
+            offset=last.offset,
+            path=last.path,
             detail=f"blobs add up to {total} bytes but the file records {file.size}",
         )
     return ChunkedFileBlobIndexWrapper(
-        refs, fetch, file_id=file.pk, prefetch=prefetch, readahead=readahead,
-        workers=workers, temp_dir=temp_dir,
+        refs,
+        fetch,
+        file_id=file.pk,
+        prefetch=prefetch,
+        readahead=readahead,
+        workers=workers,
+        temp_dir=temp_dir,
     )

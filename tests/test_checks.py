@@ -75,7 +75,8 @@ def test_s3_storage_without_bucket(backend):
 
 
 def test_checks_run_with_manage_py_check():
-    with override_settings(CHUNKFILES={"STORAGE": "missing"}), pytest.raises(
-        SystemCheckError, match="chunkfiles.E001"
+    with (
+        override_settings(CHUNKFILES={"STORAGE": "missing"}),
+        pytest.raises(SystemCheckError, match=r"chunkfiles\.E001"),
     ):
         call_command("check")

@@ -48,10 +48,14 @@ def s3_requests(s3_storage) -> Iterator[Requests]:
 
 def test_alias_in_storages_selects_where_blobs_go(tmp_path):
     storages = {
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(tmp_path / "default")}},
-        "archive": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(tmp_path / "archive")}},
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "default")},
+        },
+        "archive": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "archive")},
+        },
     }
     with override_settings(STORAGES=storages, CHUNKFILES={"STORAGE": "archive"}):
         f = File.objects.create(name="a", type="t")
@@ -146,9 +150,10 @@ def test_shared_client_pool_covers_the_workers(s3_storage, caplog):
     data = os.urandom(64 * 1024)
     f = File.objects.create(name="pool", type="t")
     f.putfile(io.BytesIO(data), blob_size=1024, workers=48)
-    with caplog.at_level(logging.WARNING, logger="urllib3"), f.getfile(
-        prefetch=True, workers=48
-    ) as fp:
+    with (
+        caplog.at_level(logging.WARNING, logger="urllib3"),
+        f.getfile(prefetch=True, workers=48) as fp,
+    ):
         assert fp.read() == data
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
 
@@ -169,8 +174,12 @@ def test_location_prefix_is_honoured(s3_storage):
 
 
 def test_blob_prefix_setting(tmp_path: Path):
-    storages = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                            "OPTIONS": {"location": str(tmp_path)}}}
+    storages = {
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        }
+    }
     with override_settings(STORAGES=storages, CHUNKFILES={"BLOB_PREFIX": "blobs/v1/"}):
         f = File.objects.create(name="p", type="t")
         f.putfile(io.BytesIO(b"x"))

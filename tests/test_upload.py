@@ -13,7 +13,7 @@ from django.db import connections
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from chunkfiles.exceptions import ChecksumMismatch
+from chunkfiles.exceptions import ChecksumMismatchError
 from chunkfiles.models import File, FileBlob, FileBlobIndex
 
 pytestmark = pytest.mark.django_db
@@ -153,12 +153,14 @@ def test_from_file_dedupes_by_content(storage):
 
 def test_from_files_keeps_order_and_accepts_sha256_or_sha1(storage):
     items = [b"one", b"two", b"one", b"three"]
-    blobs = FileBlob.from_files([
-        io.BytesIO(items[0]),
-        (io.BytesIO(items[1]), hashlib.sha256(items[1]).hexdigest()),
-        io.BytesIO(items[2]),
-        (io.BytesIO(items[3]), hashlib.sha1(items[3]).hexdigest().upper()),
-    ])
+    blobs = FileBlob.from_files(
+        [
+            io.BytesIO(items[0]),
+            (io.BytesIO(items[1]), hashlib.sha256(items[1]).hexdigest()),
+            io.BytesIO(items[2]),
+            (io.BytesIO(items[3]), hashlib.sha1(items[3]).hexdigest().upper()),
+        ]
+    )
     assert [b.checksum for b in blobs] == [hashlib.sha256(i).hexdigest() for i in items]
     assert blobs[0].pk == blobs[2].pk
     assert FileBlob.objects.count() == 3
@@ -168,7 +170,7 @@ def test_from_files_keeps_order_and_accepts_sha256_or_sha1(storage):
 def test_from_files_checksum_mismatch_writes_nothing(storage):
     good = [io.BytesIO(os.urandom(100)) for _ in range(5)]
     bad = (io.BytesIO(b"actual"), hashlib.sha256(b"claimed").hexdigest())
-    with pytest.raises(ChecksumMismatch) as info:
+    with pytest.raises(ChecksumMismatchError) as info:
         FileBlob.from_files([*good, bad])
     assert info.value.index == 5
     assert hashlib.sha256(b"actual").hexdigest() in str(info.value)
