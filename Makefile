@@ -45,6 +45,7 @@ demo: $(STAMP)
 ifeq ($(S3),1)
 	$(PY) -m testproject.serve_s3
 else
+	mkdir -p var
 	$(PY) manage.py migrate --verbosity 0
 	$(PY) -m testproject.demo
 	$(PY) manage.py runserver 127.0.0.1:8000

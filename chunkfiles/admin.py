@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import FileResponse, HttpRequest
+from django.http import FileResponse, Http404, HttpRequest
 from django.http.response import HttpResponseBase
-from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
@@ -84,17 +84,25 @@ class FileAdmin(ReadOnlyMixin, admin.ModelAdmin):  # type: ignore[type-arg]
 
         FileResponse sets Content-Length by seeking to the end, which fetches nothing.
         """
-        file = get_object_or_404(self.get_queryset(request), pk=object_id)
+        # Permission first, so staff without it cannot probe which ids exist.
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        file = self.get_object(request, unquote(object_id))  # None for a malformed id too
+        if file is None:
+            raise Http404(f"No file with id {object_id!r}")
         if not self.has_view_permission(request, file):
             raise PermissionDenied
         content_type = (file.headers or {}).get("Content-Type", "application/octet-stream")
-        response = FileResponse(
-            file.getfile(readahead=True),
-            as_attachment=True,
-            filename=file.name,
-            content_type=content_type,
-        )
-        return response
+        fp = file.getfile(readahead=True)
+        try:
+            # Fetch the first blob before the 200 goes out: a file broken at
+            # its start then gets an error page, not an empty "successful" body.
+            fp.read(1)
+            fp.seek(0)  # the blob stays in the read-ahead window: no refetch
+        except BaseException:
+            fp.close()
+            raise
+        return FileResponse(fp, as_attachment=True, filename=file.name, content_type=content_type)
 
 
 @admin.register(FileBlob)
@@ -103,6 +111,10 @@ class FileBlobAdmin(ReadOnlyMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ("checksum", "path")
     date_hierarchy = "timestamp"
     readonly_fields = ("checksum", "size", "path", "timestamp")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting a row would orphan its object; garbage collection owns that.
+        return False
 
     @admin.display(description="size", ordering="size")
     def human_size(self, obj: FileBlob) -> str:

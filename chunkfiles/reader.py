@@ -276,7 +276,10 @@ class ChunkedFileBlobIndexWrapper(io.RawIOBase):
         """Release the source (threads, temp file); idempotent."""
         if not self.closed:
             try:
-                self._source.close()
+                # Absent when the constructor raised (a failed prefetch).
+                source = getattr(self, "_source", None)
+                if source is not None:
+                    source.close()
             finally:
                 super().close()
 
