@@ -61,13 +61,20 @@ def _database(kind: str) -> dict[str, Any]:
     if kind == "postgresql":
         return {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": "chunkfiles", "USER": "postgres", "HOST": "127.0.0.1", "PORT": "5432",
+            "NAME": "chunkfiles",
+            "USER": "postgres",
+            "HOST": "127.0.0.1",
+            "PORT": "5432",
         }
     if kind == "mariadb":
         return {
             "ENGINE": "django.db.backends.mysql",
-            "NAME": "chunkfiles", "USER": "root", "PASSWORD": "", "HOST": "127.0.0.1",
-            "PORT": "3306", "OPTIONS": {"charset": "utf8mb4"},
+            "NAME": "chunkfiles",
+            "USER": "root",
+            "PASSWORD": "",
+            "HOST": "127.0.0.1",
+            "PORT": "3306",
+            "OPTIONS": {"charset": "utf8mb4"},
             "TEST": {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
         }
     raise ValueError(f"CHUNKFILES_DB must be sqlite, postgresql or mariadb, not {kind!r}")
@@ -76,9 +83,10 @@ def _database(kind: str) -> dict[str, Any]:
 DB_KIND = os.environ.get("CHUNKFILES_DB", "sqlite")
 DATABASES = {"default": _database(DB_KIND)}
 # A second database of the same kind, used by the router tests.
-DATABASES["files"] = {**_database(DB_KIND), "NAME": (
-    VAR_DIR / "files.sqlite3" if DB_KIND == "sqlite" else "chunkfiles_files"
-)}
+DATABASES["files"] = {
+    **_database(DB_KIND),
+    "NAME": (VAR_DIR / "files.sqlite3" if DB_KIND == "sqlite" else "chunkfiles_files"),
+}
 DATABASES["files"]["TEST"] = {**DATABASES["files"].get("TEST", {}), "DEPENDENCIES": []}
 
 MEDIA_ROOT = Path(os.environ.get("CHUNKFILES_MEDIA_ROOT", VAR_DIR / "media"))
