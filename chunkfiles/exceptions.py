@@ -6,6 +6,8 @@ normal file (``except OSError``) handles ours too.
 
 from __future__ import annotations
 
+import errno
+
 
 class ChunkfilesError(Exception):
     """Base class of every chunkfiles error."""
@@ -30,6 +32,7 @@ class BlobReadError(ChunkfilesError, OSError):
     """
 
     reason = "could not be read"
+    default_errno = errno.EIO
 
     def __init__(
         self,
@@ -52,6 +55,8 @@ class BlobReadError(ChunkfilesError, OSError):
         if detail:
             message += f": {detail}"
         super().__init__(message)
+        # Like the OSErrors of real files, so `exc.errno == ENOENT` checks work.
+        self.errno = self.default_errno
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # OSError pickles by its args; keep the keyword-only constructor working
@@ -77,6 +82,7 @@ class BlobMissingError(BlobReadError, FileNotFoundError):
     """The storage has no object for a blob that the database references."""
 
     reason = "is missing from storage"
+    default_errno = errno.ENOENT
 
 
 class BlobCorruptError(BlobReadError):

@@ -90,11 +90,13 @@ class Prefetched(Source):
 
 
 class ReadAhead(Source):
-    """Keeps the next ``depth`` blobs in flight, in order, from the read position.
+    """Keeps up to ``depth`` blobs in flight, in order, from the read position.
 
     Memory holds at most ``depth`` fetched blobs plus the one being read. A
     read outside the window (after a seek) drops the window and starts a new
-    one at the blob read.
+    one at the blob read. A new window opens like TCP's slow start (1, 2,
+    4, ... blobs): the blob the reader waits for does not share the link with
+    ``depth - 1`` others, so the first byte comes after about one round trip.
     """
 
     def __init__(self, index: BlobIndex, fetch: Fetch, depth: int, workers: int) -> None:
@@ -106,6 +108,7 @@ class ReadAhead(Source):
         )
         self._window: collections.deque[tuple[int, Future[bytes]]] = collections.deque()
         self._next = 0
+        self._limit = 1
         self._current: tuple[int, bytes] | None = None
 
     def _drop(self) -> None:
@@ -114,7 +117,7 @@ class ReadAhead(Source):
 
     def _fill(self) -> None:
         refs = self.index.refs
-        while len(self._window) < self.depth and self._next < len(refs):
+        while len(self._window) < self._limit and self._next < len(refs):
             ref = refs[self._next]
             future = self._pool.submit(load_blob, ref, self.fetch, self.index.file_id)
             self._window.append((self._next, future))
@@ -129,11 +132,13 @@ class ReadAhead(Source):
         if not self._window or self._window[0][0] != i:
             self._drop()
             self._next = i
+            self._limit = 1
         self._fill()
         _, future = self._window.popleft()
-        self._fill()
         data = future.result()
         self._current = (i, data)
+        self._limit = min(self.depth, self._limit * 2)
+        self._fill()
         return data
 
     def close(self) -> None:

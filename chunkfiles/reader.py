@@ -235,10 +235,12 @@ class ChunkedFileBlobIndexWrapper(io.RawIOBase):
         self._ensure_open()
         view = memoryview(buffer).cast("B")
         filled = 0
-        while filled < len(view) and self._pos < self.size:
-            n = self._source.readinto(self._pos, view[filled:])
-            self._pos += n
+        pos = self._pos  # committed only on success: a failed read moves nothing
+        while filled < len(view) and pos < self.size:
+            n = self._source.readinto(pos, view[filled:])
+            pos += n
             filled += n
+        self._pos = pos
         return filled
 
     def read(self, size: int | None = -1) -> bytes:
@@ -256,17 +258,19 @@ class ChunkedFileBlobIndexWrapper(io.RawIOBase):
     def readline(self, size: int | None = -1) -> bytes:
         """Bytes up to and including the next newline, searched in place."""
         self._ensure_open()
-        limit = self.size if size is None or size < 0 else self._pos + size
+        pos = self._pos  # committed only on success, as in readinto
+        limit = self.size if size is None or size < 0 else pos + size
         parts: list[bytes] = []
-        while self._pos < min(limit, self.size):
-            data, start, end = self._source.span(self._pos)
-            end = min(end, start + limit - self._pos)
+        while pos < min(limit, self.size):
+            data, start, end = self._source.span(pos)
+            end = min(end, start + limit - pos)
             newline = data.find(b"\n", start, end)
             stop = end if newline < 0 else newline + 1
             parts.append(data[start:stop])
-            self._pos += stop - start
+            pos += stop - start
             if newline >= 0:
                 break
+        self._pos = pos
         return b"".join(parts)
 
     def write(self, data: Any) -> int:

@@ -9,8 +9,8 @@ serves every worker thread.
 
 from __future__ import annotations
 
+import base64
 import threading
-import weakref
 from typing import Any
 
 from .storage import new_blob_name
@@ -27,7 +27,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 MIN_POOL = 32
 
 _lock = threading.Lock()
-_stores: weakref.WeakKeyDictionary[Any, S3BlobStore] = weakref.WeakKeyDictionary()
+#: The shared store lives on its storage instance, so both are freed together
+#: when Django rebuilds its storages (a dict keyed by storage would pin them).
+_STORE_ATTRIBUTE = "_chunkfiles_blob_store"
 
 
 def is_s3_storage_class(cls: object) -> bool:
@@ -61,7 +63,14 @@ class S3BlobStore:
             region_name=storage.region_name,
             use_ssl=storage.use_ssl,
             endpoint_url=storage.endpoint_url,
-            config=storage.client_config.merge(Config(max_pool_connections=pool_size)),
+            config=storage.client_config.merge(
+                Config(
+                    max_pool_connections=pool_size,
+                    # Readers verify SHA-256 themselves; a CRC32 pass over
+                    # every GET body on top of that is wasted CPU.
+                    response_checksum_validation="when_required",
+                )
+            ),
             verify=storage.verify,
         )
 
@@ -69,10 +78,10 @@ class S3BlobStore:
     def for_storage(cls, storage: Any, connections: int) -> S3BlobStore:
         """The shared store of ``storage``, grown if ``connections`` exceeds its pool."""
         with _lock:
-            store = _stores.get(storage)
+            store: S3BlobStore | None = getattr(storage, _STORE_ATTRIBUTE, None)
             if store is None or store.pool_size < connections:
                 store = cls(storage, max(MIN_POOL, connections))
-                _stores[storage] = store
+                setattr(storage, _STORE_ATTRIBUTE, store)
             return store
 
     def key(self, name: str) -> str:
@@ -100,13 +109,16 @@ class S3BlobStore:
         finally:
             body.close()
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, checksum: str) -> str:
         name = new_blob_name()
         key = self.key(name)
         params = self.storage.get_object_parameters(key)
         params.setdefault("ContentType", "application/octet-stream")
         if "ACL" not in params and self.storage.default_acl:
             params["ACL"] = self.storage.default_acl
+        # The SHA-256 we already have lets the server reject bytes damaged in
+        # transit (BadDigest), and spares botocore computing a CRC32 of its own.
+        params["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(checksum)).decode()
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **params)
         return name
 

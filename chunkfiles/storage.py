@@ -24,8 +24,8 @@ class BlobStore(Protocol):
     def get(self, name: str) -> bytes:
         """The object's bytes; ``FileNotFoundError`` if there is no such object."""
 
-    def put(self, data: bytes) -> str:
-        """Store ``data`` under a new name and return the name."""
+    def put(self, data: bytes, checksum: str) -> str:
+        """Store ``data`` (whose SHA-256 hex is ``checksum``) under a new name; return it."""
 
     def delete(self, name: str) -> None:
         """Remove the object; a missing object is not an error."""
@@ -58,7 +58,7 @@ class StorageBlobStore:
             data = fh.read()
         return bytes(data)
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, checksum: str) -> str:
         # save() returns the name actually used (it may differ if taken).
         return self.storage.save(new_blob_name(), ContentFile(data))
 

@@ -1,7 +1,7 @@
 """The upload path: stream -> hashed blobs -> dedupe -> concurrent writes -> rows.
 
 Memory stays bounded whatever the input size: chunks are looked up in
-windows (one query per window) and at most ``2 * workers`` blobs are queued
+windows (one query per window) and at most ``1.5 * workers`` blobs are queued
 for writing at any time.
 """
 
@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: Checksums per lookup query; well under every backend's bound-parameter limit.
 CHECKSUM_BATCH = 500
-#: Bytes of chunks held while their dedupe lookup runs.
-WINDOW_BYTES = 64 * 1024 * 1024
+#: Bytes of chunks held while their dedupe lookup runs (one query per window).
+WINDOW_BYTES = 32 * 1024 * 1024
 
 #: One blob for ``from_files``: a file object, or ``(fileobj, expected checksum)``.
 UploadItem: TypeAlias = "IO[bytes] | DjangoFile[bytes] | tuple[IO[bytes] | DjangoFile[bytes], str]"
@@ -55,8 +55,9 @@ class BlobWriter:
         self._losers: list[str] = []
         self._committed = False
         self._failed = threading.Event()
-        # Bounds memory: a queued write holds its blob's bytes until it runs.
-        self._slots = threading.BoundedSemaphore(2 * self.workers)
+        # Bounds memory: a queued write holds its blob's bytes until it runs;
+        # half a pool's worth of queue keeps every worker busy while we hash.
+        self._slots = threading.BoundedSemaphore(self.workers + (self.workers + 1) // 2)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="chunkfiles-upload")
 
     def __enter__(self) -> BlobWriter:
@@ -77,7 +78,7 @@ class BlobWriter:
         if self._failed.is_set():
             self.wait()  # fail fast instead of reading the rest of the input
         self._slots.acquire()
-        future = self._pool.submit(self.store.put, data)
+        future = self._pool.submit(self.store.put, data, checksum)
         future.add_done_callback(self._done)
         self._pending[checksum] = (future, len(data))
 

@@ -1,0 +1,521 @@
+"""A loopback TCP proxy with injected latency, HTTP request counting and faults.
+
+Tests and benchmarks put it between boto3 and SeaweedFS to see what actually
+goes over the wire: how many requests a read makes, what a 20 ms round trip
+does to throughput, and how the code copes with a connection reset mid-body.
+
+The proxy runs an asyncio loop in its own thread so synchronous code can use
+it::
+
+    with TcpProxy("127.0.0.1", seaweed.port, latency=0.010) as proxy:
+        client = boto3.client("s3", endpoint_url=proxy.endpoint_url, ...)
+        ...
+        assert proxy.counts()["GET"] == 1
+
+Bytes are forwarded with plain asyncio protocols (no streams, no per-chunk
+coroutines) to keep the proxy's own CPU cost small, but it still takes the
+GIL for every chunk: for timing-sensitive work keep the code under test in
+another process (the benchmarks do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import struct
+import threading
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+
+#: Decides from (method, request target) whether a request is to be killed.
+RequestPredicate = Callable[[str, str], bool]
+
+# Bytes one direction of a connection may hold in its delay line before the
+# proxy stops reading from the sender: the bandwidth-delay product of a fast
+# link (32 MiB / 10 ms = 3.2 GB/s), yet bounded if a receiver stalls.
+DELAY_LINE_BYTES = 32 * 1024 * 1024
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class HttpRequestCounter:
+    """Finds request lines in one connection's client->server byte stream.
+
+    Only the framing needed to skip bodies is understood: ``Content-Length``
+    and ``Transfer-Encoding: chunked`` (botocore sends Content-Length for
+    ``put_object`` over plain HTTP, with ``Expect: 100-continue``). Anything it
+    cannot parse turns counting off for the rest of the connection rather than
+    guessing.
+    """
+
+    __slots__ = ("_body_left", "_buffer", "_state", "lost")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._state = "head"  # head | body | chunk-size | chunk-data | trailer
+        self._body_left = 0
+        self.lost = False
+
+    def feed(self, data: bytes) -> list[tuple[str, str]]:
+        """Consume bytes; return the (method, target) of each request started."""
+        found: list[tuple[str, str]] = []
+        view = memoryview(data)
+        while view and not self.lost:
+            if self._state in ("body", "chunk-data"):
+                # Body bytes are skipped by arithmetic, never copied.
+                step = min(self._body_left, len(view))
+                self._body_left -= step
+                view = view[step:]
+                if self._body_left == 0:
+                    self._state = "head" if self._state == "body" else "chunk-size"
+                continue
+            if self._state == "head":
+                self._buffer += view
+                view = memoryview(b"")
+                end = self._buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    self.lost = len(self._buffer) > MAX_HEAD_BYTES
+                    continue
+                head = bytes(self._buffer[:end])
+                view = memoryview(bytes(self._buffer[end + 4 :]))
+                self._buffer.clear()
+                request = self._parse_head(head)
+                if request is not None:
+                    found.append(request)
+                continue
+            # chunk-size and trailer are line based.
+            self._buffer += view
+            view = memoryview(b"")
+            end = self._buffer.find(b"\r\n")
+            if end < 0:
+                self.lost = len(self._buffer) > MAX_HEAD_BYTES
+                continue
+            line = bytes(self._buffer[:end])
+            view = memoryview(bytes(self._buffer[end + 2 :]))
+            self._buffer.clear()
+            self._parse_line(line)
+        return found
+
+    def _parse_head(self, head: bytes) -> tuple[str, str] | None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            self.lost = True
+            return None
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip().lower()
+        if b"chunked" in headers.get(b"transfer-encoding", b""):
+            self._state = "chunk-size"
+        elif headers.get(b"content-length", b"0") != b"0":
+            try:
+                self._body_left = int(headers[b"content-length"])
+            except ValueError:
+                self.lost = True
+            self._state = "body"
+        return parts[0].decode("latin-1"), parts[1].decode("latin-1")
+
+    def _parse_line(self, line: bytes) -> None:
+        if self._state == "trailer":
+            if not line:
+                self._state = "head"
+            return
+        try:
+            size = int(line.split(b";")[0], 16)
+        except ValueError:
+            self.lost = True
+            return
+        # A chunk's data is followed by CRLF, which is skipped as part of it.
+        self._state, self._body_left = ("trailer", 0) if size == 0 else ("chunk-data", size + 2)
+
+
+class _Pipe:
+    """One direction of a connection: a pipeline delay line, bounded in bytes.
+
+    Every chunk is released ``latency`` after it arrived, by one timer for the
+    oldest chunk, so many chunks are in flight at once and bandwidth is not
+    throttled, as on a long fat link. The sender is paused while the line is
+    full or while the receiver's socket buffer is.
+    """
+
+    def __init__(self, conn: _Connection, is_response: bool) -> None:
+        self.conn = conn
+        self.is_response = is_response
+        self.source: asyncio.Transport | None = None
+        self.sink: asyncio.Transport | None = None
+        self.done = False
+        self._items: collections.deque[tuple[float, bytes | None]] = collections.deque()
+        self._queued = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._holds: set[str] = set()
+
+    @property
+    def held(self) -> bool:
+        return bool(self._holds)
+
+    def feed(self, data: bytes | None) -> None:
+        """Queue ``data``; ``None`` is end of stream (EOF or close)."""
+        if self.done:
+            return
+        loop = self.conn.loop
+        if self.conn.proxy.latency <= 0 and not self._items:
+            self._release(data)
+            return
+        self._items.append((loop.time() + self.conn.proxy.latency, data))
+        self._queued += len(data or b"")
+        if self._timer is None:
+            self._timer = loop.call_at(self._items[0][0], self._flush)
+        self.hold("line", self._queued > DELAY_LINE_BYTES)
+
+    def _flush(self) -> None:
+        self._timer = None
+        now = self.conn.loop.time()
+        while self._items and self._items[0][0] <= now and not self.done:
+            _, data = self._items.popleft()
+            self._queued -= len(data or b"")
+            self._release(data)
+        if self._items and not self.done:
+            self._timer = self.conn.loop.call_at(self._items[0][0], self._flush)
+        self.hold("line", self._queued > DELAY_LINE_BYTES)
+
+    def _release(self, data: bytes | None) -> None:
+        sink = self.sink
+        if self.done or sink is None:
+            return
+        if data is None or sink.is_closing():
+            # End of stream, or a receiver that is gone: this direction is over.
+            self.done = True
+            if not sink.is_closing() and sink.can_write_eof():
+                sink.write_eof()
+            self.conn.direction_done()
+            return
+        fail = False
+        if self.is_response:
+            data, fail = self.conn.proxy._spend_budget(data)
+        if data:
+            sink.write(data)
+        if fail:
+            self.conn.reset(flush=True)
+
+    def hold(self, reason: str, on: bool) -> None:
+        """Pause reading from the sender while any reason holds."""
+        before = bool(self._holds)
+        if on:
+            self._holds.add(reason)
+        else:
+            self._holds.discard(reason)
+        source = self.source
+        if source is None or source.is_closing() or before == bool(self._holds):
+            return
+        if self._holds:
+            source.pause_reading()
+        else:
+            source.resume_reading()
+
+    def cancel(self) -> None:
+        self.done = True
+        self._items.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _Side(asyncio.Protocol):
+    """Either end of a proxied connection; feeds the pipe leaving it."""
+
+    def __init__(self, conn: _Connection, outgoing: _Pipe, incoming: _Pipe) -> None:
+        self.conn = conn
+        self.outgoing = outgoing
+        self.incoming = incoming
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.conn.transports.append(transport)
+        if self.conn.closed or self.conn.refused:
+            self.conn.reset()
+            return
+        self.outgoing.source = transport
+        self.incoming.sink = transport
+        if self.outgoing.held:
+            transport.pause_reading()
+        if self is self.conn.client:
+            self.conn.proxy._track(self.conn.open_upstream())
+
+    def data_received(self, data: bytes) -> None:
+        if self.outgoing is self.conn.requests and not self.conn.admit(data):
+            self.conn.reset()
+            return
+        self.outgoing.feed(data)
+
+    def eof_received(self) -> bool:
+        self.outgoing.feed(None)
+        return True  # half-close: keep sending the other direction
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.conn.reset()  # a reset is passed on as a reset
+        elif not self.outgoing.done:
+            self.outgoing.feed(None)
+
+    def pause_writing(self) -> None:
+        self.incoming.hold("sink", True)
+
+    def resume_writing(self) -> None:
+        self.incoming.hold("sink", False)
+
+
+class _Connection:
+    """A client connection and its upstream connection."""
+
+    def __init__(self, proxy: TcpProxy, loop: asyncio.AbstractEventLoop) -> None:
+        self.proxy = proxy
+        self.loop = loop
+        self.requests = _Pipe(self, is_response=False)
+        self.responses = _Pipe(self, is_response=True)
+        self.counter = HttpRequestCounter()
+        self.transports: list[asyncio.Transport] = []
+        self.client = _Side(self, self.requests, self.responses)
+        self.closed = False
+        self.refused = False
+
+    async def open_upstream(self) -> None:
+        """Connect upstream while the client's reading is paused."""
+        try:
+            await self.loop.create_connection(
+                lambda: _Side(self, self.responses, self.requests),
+                self.proxy.upstream_host,
+                self.proxy.upstream_port,
+            )
+        except OSError:
+            self.reset()
+            return
+        self.requests.hold("connecting", False)
+
+    def admit(self, data: bytes) -> bool:
+        return self.proxy._admit_requests(self.counter, data)
+
+    def direction_done(self) -> None:
+        if self.requests.done and self.responses.done:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.requests.cancel()
+            self.responses.cancel()
+            for transport in self.transports:
+                transport.close()
+            self.proxy._connections.discard(self)
+
+    def reset(self, flush: bool = False) -> None:
+        """End both sides with an RST, as a crashed server or a middlebox would.
+
+        With ``flush`` the client first gets what was already written to it.
+        """
+        client = self.requests.source
+        for transport in self.transports:
+            if transport.is_closing():
+                continue
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if flush and transport is client:
+                transport.close()  # sends its buffer, then the linger-0 close resets
+            else:
+                transport.abort()
+        self.close()
+
+
+class TcpProxy:
+    """Forward ``127.0.0.1:<port>`` to ``upstream_host:upstream_port``.
+
+    ``latency`` seconds are added to each direction (so a round trip gains
+    twice that). Every HTTP request the client sends is recorded in
+    ``requests``, including ones a fault policy then kills. Fault policies
+    (``fail_after_bytes``, ``fail_requests``, ``refuse``) last until ``heal()``.
+    """
+
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        latency: float = 0.0,
+        max_connections: int = 256,
+    ) -> None:
+        self.upstream_host = upstream_host
+        self.upstream_port = upstream_port
+        self.latency = latency
+        self.max_connections = max_connections
+        self.port = 0
+        #: Connections accepted since start (or the last reset_counts()).
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._requests: list[tuple[str, str]] = []
+        self._response_budget: int | None = None
+        self._request_predicate: RequestPredicate | None = None
+        self._refusing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> TcpProxy:
+        """Bind a free port and serve from a daemon thread."""
+        if self._thread is not None:
+            raise RuntimeError("proxy already started")
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                self._server = loop.run_until_complete(
+                    loop.create_server(self._accept, "127.0.0.1", 0)
+                )
+                self.port = self._server.sockets[0].getsockname()[1]
+            except BaseException as exc:  # reported to start(), not lost in the thread
+                failure.append(exc)
+                loop.close()
+                ready.set()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        # Daemon, so a test that forgets stop() cannot hang interpreter exit.
+        self._thread = threading.Thread(
+            target=serve, name=f"TcpProxy->{self.upstream_port}", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Reset every connection, close the listener and join the thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout)
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        self._loop = self._thread = self._server = None
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.reset()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- counting ----------------------------------------------------------
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, request target) of every request seen since the last reset."""
+        with self._lock:
+            return list(self._requests)
+
+    def counts(self) -> collections.Counter[str]:
+        """Requests per HTTP method since the last reset."""
+        return collections.Counter(method for method, _ in self.requests)
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections being proxied right now."""
+        return len(self._connections)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self.connections = 0
+
+    # -- faults ------------------------------------------------------------
+
+    def fail_after_bytes(self, n: int) -> None:
+        """Forward ``n`` more response bytes in total, then reset every
+        connection that has response data to send."""
+        with self._lock:
+            self._response_budget = n
+
+    def fail_requests(self, predicate: RequestPredicate) -> None:
+        """Reset the connection instead of forwarding a matching request."""
+        with self._lock:
+            self._request_predicate = predicate
+
+    def refuse(self) -> None:
+        """Reset new connections as soon as they are accepted."""
+        with self._lock:
+            self._refusing = True
+
+    def heal(self) -> None:
+        """Drop every fault policy."""
+        with self._lock:
+            self._response_budget = None
+            self._request_predicate = None
+            self._refusing = False
+
+    # -- the data path (runs in the proxy's thread) --------------------------
+
+    def _accept(self) -> asyncio.Protocol:
+        assert self._loop is not None
+        conn = _Connection(self, self._loop)
+        with self._lock:
+            conn.refused = self._refusing or len(self._connections) >= self.max_connections
+            self.connections += 1
+        if not conn.refused:
+            self._connections.add(conn)
+            # Nothing is read from the client until the upstream is connected.
+            conn.requests.hold("connecting", True)
+        return conn.client
+
+    def _track(self, coro: Coroutine[object, object, None]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _admit_requests(self, counter: HttpRequestCounter, data: bytes) -> bool:
+        found = counter.feed(data)
+        with self._lock:
+            self._requests.extend(found)
+            predicate = self._request_predicate
+        return predicate is None or not any(predicate(m, t) for m, t in found)
+
+    def _spend_budget(self, data: bytes) -> tuple[bytes, bool]:
+        """Cut ``data`` to the response budget; say whether to reset after it."""
+        with self._lock:
+            if self._response_budget is None:
+                return data, False
+            allowed = min(len(data), self._response_budget)
+            self._response_budget -= allowed
+            return data[:allowed], self._response_budget == 0
