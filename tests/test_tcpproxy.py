@@ -17,22 +17,23 @@ from typing import Any
 
 import pytest
 
+from testproject.httpcount import HttpRequestCounter
 from testproject.seaweed import SeaweedS3
-from testproject.tcpproxy import HttpRequestCounter, TcpProxy
+from testproject.tcpproxy import TcpProxy
 
 BUCKET = "proxy-tests"
 ClientFactory = Callable[..., Any]
 
 
 @pytest.fixture(scope="module")
-def seaweed() -> Iterator[SeaweedS3]:
-    with SeaweedS3() as server:
-        server.create_bucket(BUCKET)
-        yield server
+def proxied_bucket(seaweed: SeaweedS3) -> str:
+    """A bucket of its own on the session's SeaweedFS (see conftest)."""
+    seaweed.create_bucket(BUCKET)
+    return BUCKET
 
 
 @pytest.fixture
-def make_client(seaweed: SeaweedS3) -> Iterator[ClientFactory]:
+def make_client(seaweed: SeaweedS3, proxied_bucket: str) -> Iterator[ClientFactory]:
     """boto3 clients against a proxy, closed afterwards (no leaked sockets)."""
     clients: list[Any] = []
 
