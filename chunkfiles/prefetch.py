@@ -73,6 +73,15 @@ class Prefetched(Source):
         data = os.pread(self._fd(), min(SPAN_BYTES, self.index.size - pos), pos)
         return data, 0, len(data)
 
+    def read(self, pos: int, n: int) -> bytes:
+        data = os.pread(self._fd(), n, pos)
+        while len(data) < n:  # a regular file reads short only at EOF; be safe
+            more = os.pread(self._fd(), n - len(data), pos + len(data))
+            if not more:
+                raise OSError(f"prefetched temp file ended early at {pos + len(data)}")
+            data += more
+        return data
+
     def readinto(self, pos: int, view: memoryview) -> int:
         n = os.preadv(self._fd(), [view[: self.index.size - pos]], pos)
         if n == 0:

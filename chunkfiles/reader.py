@@ -133,6 +133,24 @@ class Source:
         view[:n] = memoryview(data)[start : start + n]
         return n
 
+    def read(self, pos: int, n: int) -> bytes:
+        """Exactly ``n`` bytes from ``pos`` (the caller stays within the file).
+
+        Copies each byte once: a read inside one blob is a slice (none at all
+        for a whole blob), a longer one joins views of the blobs it spans.
+        """
+        parts: list[memoryview] = []
+        wanted = n
+        while wanted:
+            data, start, end = self.span(pos)
+            if not parts and end - start >= wanted:
+                return data[start : start + wanted]
+            take = min(wanted, end - start)
+            parts.append(memoryview(data)[start : start + take])
+            pos += take
+            wanted -= take
+        return b"".join(parts)
+
     def detach(self) -> Any:
         raise TypeError("detach_tempfile() needs a reader opened with prefetch=True")
 
@@ -245,15 +263,16 @@ class ChunkedFileBlobIndexWrapper(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         self._ensure_open()
-        if size is None or size < 0:
-            return self.readall()
-        # Never allocate more than what is left (read(10**12) near EOF).
-        buffer = bytearray(max(0, min(size, self.size - self._pos)))
-        n = self.readinto(buffer)
-        return bytes(buffer[:n])
+        left = max(0, self.size - self._pos)
+        n = left if size is None or size < 0 else min(size, left)
+        if n == 0:
+            return b""
+        data = self._source.read(self._pos, n)
+        self._pos += n  # only after success: a failed read moves nothing
+        return data
 
     def readall(self) -> bytes:
-        return self.read(max(0, self.size - self._pos))
+        return self.read()
 
     def readline(self, size: int | None = -1) -> bytes:
         """Bytes up to and including the next newline, searched in place."""
