@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]' $(DJANGO)
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]' $(if $(DJANGO),'$(DJANGO)',)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -45,7 +45,6 @@ demo: $(STAMP)
 ifeq ($(S3),1)
 	$(PY) -m testproject.serve_s3
 else
-	mkdir -p var
 	$(PY) manage.py migrate --verbosity 0
 	$(PY) -m testproject.demo
 	$(PY) manage.py runserver 127.0.0.1:8000

@@ -13,6 +13,8 @@ from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CHUNKFILES_VAR_DIR", BASE_DIR / "var"))
+# SQLite creates its file but not the directory; every manage.py command needs it.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-key-for-the-demo-and-tests-only")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
