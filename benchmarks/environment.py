@@ -69,16 +69,12 @@ class Spec:
 
 
 def storage_options(spec: Spec, endpoint_url: str | None = None) -> dict[str, Any]:
-    """django-storages S3 OPTIONS (same as ``SeaweedS3.storage_options``)."""
-    return {
-        "bucket_name": BUCKET,
-        "endpoint_url": endpoint_url or spec.endpoint_url,
-        "access_key": spec.access_key,
-        "secret_key": spec.secret_key,
-        "region_name": "us-east-1",
-        "addressing_style": "path",
-        "file_overwrite": True,
-    }
+    """django-storages S3 OPTIONS for the benchmark bucket."""
+    from testproject.seaweed import s3_storage_options
+
+    return s3_storage_options(
+        BUCKET, endpoint_url or spec.endpoint_url, spec.access_key, spec.secret_key
+    )
 
 
 def configure_django(spec: Spec, endpoint_url: str | None = None) -> None:
@@ -180,8 +176,8 @@ def _stop_weed(weed: Any, exc_type: type[BaseException] | None, *exc: object) ->
         with contextlib.suppress(OSError):
             tail = Path(weed.workdir, "weed.log").read_text(errors="replace").splitlines()[-20:]
             print("weed.log (last lines):", *tail, sep="\n  ", file=sys.stderr)
-    # `weed server` ignores SIGTERM for a long time and SeaweedS3.stop() waits
-    # 15 s before killing it; the data is throwaway, so kill it outright.
+    # `weed server` ignores SIGTERM for a long time; the data is throwaway,
+    # so kill it outright rather than wait for SeaweedS3.stop()'s grace period.
     if weed.process is not None and weed.process.poll() is None:
         weed.process.kill()
         weed.process.wait()

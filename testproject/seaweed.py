@@ -41,6 +41,21 @@ def weed_binary() -> str:
     return found
 
 
+def s3_storage_options(
+    bucket: str, endpoint_url: str, access_key: str, secret_key: str
+) -> dict[str, object]:
+    """django-storages S3 ``OPTIONS`` for a SeaweedFS gateway (path-style, no region)."""
+    return {
+        "bucket_name": bucket,
+        "endpoint_url": endpoint_url,
+        "access_key": access_key,
+        "secret_key": secret_key,
+        "region_name": "us-east-1",
+        "addressing_style": "path",
+        "file_overwrite": True,
+    }
+
+
 class SeaweedS3:
     """A SeaweedFS master + volume + filer + S3 gateway in a temporary directory.
 
@@ -156,15 +171,9 @@ class SeaweedS3:
 
     def storage_options(self, bucket: str, endpoint_url: str | None = None) -> dict[str, object]:
         """``OPTIONS`` for django-storages' S3 backend pointing at this server."""
-        return {
-            "bucket_name": bucket,
-            "endpoint_url": endpoint_url or self.endpoint_url,
-            "access_key": self.access_key,
-            "secret_key": self.secret_key,
-            "region_name": "us-east-1",
-            "addressing_style": "path",
-            "file_overwrite": True,
-        }
+        return s3_storage_options(
+            bucket, endpoint_url or self.endpoint_url, self.access_key, self.secret_key
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -144,6 +144,27 @@ def fs_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stora
     yield from _storage_setup("fs", request, tmp_path)
 
 
+#: getfile() keyword arguments of each read mode.
+MODES: dict[str, dict[str, Any]] = {
+    "lazy": {},
+    "prefetch": {"prefetch": True},
+    "readahead": {"readahead": 3},
+}
+
+
+@pytest.fixture(params=list(MODES))
+def mode(request: pytest.FixtureRequest) -> str:
+    """Runs a test once per read mode."""
+    return str(request.param)
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    return directory
+
+
 @pytest.fixture
 def collisions() -> Path:
     if not COLLISIONS.is_dir():

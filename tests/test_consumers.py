@@ -23,29 +23,12 @@ from PIL import Image
 
 from chunkfiles.models import File
 
+from .conftest import MODES
+
 BLOB_SIZE = 4096
 
-#: getfile() keyword arguments of each read mode.
-MODES: dict[str, dict[str, Any]] = {
-    "lazy": {},
-    "prefetch": {"prefetch": True},
-    "readahead": {"readahead": 3},
-}
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(params=list(MODES))
-def mode(request: pytest.FixtureRequest) -> str:
-    """Runs a test once per read mode."""
-    return str(request.param)
-
-
-@pytest.fixture
-def temp_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "tmp"
-    directory.mkdir()
-    return directory
 
 
 def store(data: bytes, name: str) -> File:

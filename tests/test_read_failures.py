@@ -38,6 +38,8 @@ from chunkfiles.reader import BlobRef, ChunkedFileBlobIndexWrapper
 from testproject.seaweed import free_port
 from testproject.tcpproxy import TcpProxy
 
+from .conftest import MODES
+
 BLOB = 4096
 #: Six blobs, the last one short.
 SIZE = 5 * BLOB + 500
@@ -48,27 +50,8 @@ STEP = 1000
 #: A file id that cannot appear in a message by accident.
 FILE_ID = 918273
 
-#: getfile() keyword arguments of each read mode.
-MODES: dict[str, dict[str, Any]] = {
-    "lazy": {},
-    "prefetch": {"prefetch": True},
-    "readahead": {"readahead": 3},
-}
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(params=list(MODES))
-def mode(request: pytest.FixtureRequest) -> str:
-    """Runs a test once per read mode."""
-    return str(request.param)
-
-
-@pytest.fixture
-def temp_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "tmp"
-    directory.mkdir()
-    return directory
 
 
 @pytest.fixture

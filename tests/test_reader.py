@@ -35,20 +35,9 @@ from chunkfiles.exceptions import BlobMissingError, BlobReadError
 from chunkfiles.models import File, FileBlobIndex
 from chunkfiles.reader import BlobRef, ChunkedFileBlobIndexWrapper
 
+from .conftest import MODES
+
 MiB = 1024 * 1024
-
-#: getfile() keyword arguments of each read mode.
-MODES: dict[str, dict[str, Any]] = {
-    "lazy": {},
-    "prefetch": {"prefetch": True},
-    "readahead": {"readahead": 3},
-}
-
-
-@pytest.fixture(params=list(MODES))
-def mode(request: pytest.FixtureRequest) -> str:
-    """Runs a test once per read mode."""
-    return str(request.param)
 
 
 # -- in-memory blobs --------------------------------------------------------
