@@ -231,3 +231,43 @@ def test_getfile_of_ten_thousand_blobs_costs_one_query(storage, django_assert_ma
         fp.seek(9_990)
         assert fp.read() == b"k" * 10
     assert fp.closed
+
+
+def test_s3_put_failing_midway_leaves_no_rows_and_no_objects(s3_storage):
+    """A PUT reset by the network: nothing of the upload survives on real S3."""
+    from botocore.config import Config
+
+    from testproject.tcpproxy import TcpProxy
+
+    assert s3_storage.server is not None
+    puts = 0
+
+    def from_seventh_put(method: str, target: str) -> bool:
+        # Every PUT from the 7th on is reset, retries included.
+        nonlocal puts
+        if method == "PUT":
+            puts += 1
+        return method == "PUT" and puts >= 7
+
+    with TcpProxy("127.0.0.1", s3_storage.server.port) as proxy:
+        proxy.fail_requests(from_seventh_put)
+        options = {
+            **s3_storage.options,
+            "endpoint_url": proxy.endpoint_url,
+            "client_config": Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 1, "mode": "standard"}
+            ),
+        }
+        storages = {
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "blobs": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options},
+        }
+        with override_settings(STORAGES=storages, CHUNKFILES={"STORAGE": "blobs"}):
+            unsaved = File(name="never", type="test")
+            with pytest.raises(Exception, match=r"(?i)connection|reset|closed|endpoint"):
+                unsaved.putfile(io.BytesIO(os.urandom(20 * BLOB)), blob_size=BLOB, workers=4)
+        assert proxy.counts()["PUT"] >= 7
+        assert puts >= 7
+    assert not File.objects.filter(name="never").exists()
+    assert FileBlob.objects.count() == 0
+    assert s3_storage.object_names() == [], "objects written before the failure were left"
