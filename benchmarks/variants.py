@@ -103,30 +103,26 @@ def blob_keys(spec: Spec) -> list[str]:
 # -- reads -------------------------------------------------------------------
 
 
-def lazy(spec: Spec) -> Timed:
-    """``getfile()``: each read of one blob's size fetches that blob."""
+def _whole_file(spec: Spec, **getfile: Any) -> Timed:
     f = _bench_file(spec)
     _warm_store(spec)
 
     def run() -> Extras:
-        with f.getfile() as fp:
+        with f.getfile(**getfile) as fp:
             _check(_drain(fp, spec.blob_size), spec)
         return {}
 
     return run
+
+
+def lazy(spec: Spec) -> Timed:
+    """``getfile()``: each read of one blob's size fetches that blob."""
+    return _whole_file(spec)
 
 
 def prefetch(spec: Spec) -> Timed:
     """``getfile(prefetch=True)``: a pool fills a temp file, then it is read."""
-    f = _bench_file(spec)
-    _warm_store(spec)
-
-    def run() -> Extras:
-        with f.getfile(prefetch=True, workers=spec.workers) as fp:
-            _check(_drain(fp, spec.blob_size), spec)
-        return {}
-
-    return run
+    return _whole_file(spec, prefetch=True, workers=spec.workers)
 
 
 def readahead(spec: Spec) -> Timed:
