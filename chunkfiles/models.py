@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, cast
 
 from django.core.files.base import File as DjangoFile
 from django.db import models, router
 from django.utils import timezone
 
 if TYPE_CHECKING:
+    from .reader import BlobRef
     from .upload import UploadItem
 
 
@@ -95,13 +96,6 @@ class FileBlob(models.Model):
         return DjangoFile(cast(IO[bytes], wrapper), name=self.checksum)
 
 
-class FileQuerySet(models.QuerySet["File"]):
-    """Query vocabulary for files."""
-
-    def with_checksum(self, checksum: str) -> FileQuerySet:
-        return self.filter(checksum=checksum)
-
-
 class File(models.Model):
     """A named file made of blobs, in the order of their offsets."""
 
@@ -128,8 +122,6 @@ class File(models.Model):
     blobs = models.ManyToManyField(
         FileBlob, through="FileBlobIndex", help_text="The blobs making up the file."
     )
-
-    objects = FileQuerySet.as_manager()
 
     class Meta:
         verbose_name = "file"
@@ -160,7 +152,7 @@ class File(models.Model):
 
         return put_file(self, fileobj, blob_size=blob_size, commit=commit, workers=workers)
 
-    def blob_refs(self) -> list[Any]:
+    def blob_refs(self) -> list[BlobRef]:
         """The file's blobs in order, as ``BlobRef`` values, loaded in one query."""
         from .reader import BlobRef
 

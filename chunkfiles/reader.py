@@ -89,7 +89,12 @@ class BlobIndex:
 
     __slots__ = ("file_id", "offsets", "refs", "size")
 
-    def __init__(self, refs: Sequence[BlobRef], file_id: int | None = None) -> None:
+    def __init__(
+        self,
+        refs: Sequence[BlobRef],
+        file_id: int | None = None,
+        expected_size: int | None = None,
+    ) -> None:
         self.refs = list(refs)
         self.file_id = file_id
         self.offsets = [ref.offset for ref in self.refs]
@@ -106,6 +111,15 @@ class BlobIndex:
                 )
             expected += ref.size
         self.size = expected
+        if expected_size is not None and expected_size != expected:
+            last = self.refs[-1] if self.refs else BlobRef(0, 0, "-", None)
+            raise BlobCorruptError(
+                file_id=file_id,
+                checksum=last.checksum,
+                offset=last.offset,
+                path=last.path,
+                detail=f"blobs add up to {expected} bytes but the file records {expected_size}",
+            )
 
     def locate(self, pos: int) -> int:
         """Index of the blob holding byte ``pos`` (``0 <= pos < size``)."""
@@ -188,6 +202,7 @@ class ChunkedFileBlobIndexWrapper(io.RawIOBase):
         fetch: Fetch,
         *,
         file_id: int | None = None,
+        expected_size: int | None = None,
         prefetch: bool = False,
         readahead: int | bool | None = None,
         workers: int | None = None,
@@ -198,7 +213,8 @@ class ChunkedFileBlobIndexWrapper(io.RawIOBase):
         super().__init__()
         self._pos = 0
         self.mode = "rb"
-        self._index = BlobIndex(refs, file_id)
+        # Checked before any fetch: a prefetch must not download a broken file.
+        self._index = BlobIndex(refs, file_id, expected_size)
         self.size = self._index.size
         self.prefetched = bool(prefetch)
         self._source: Source
@@ -329,21 +345,11 @@ def open_file(
         if prefetch
         else (chunkfiles_settings.READAHEAD if readahead is True else int(readahead or 1))
     )
-    fetch = storage_fetch(connections)
-    total = BlobIndex(refs, file.pk).size
-    if file.size is not None and file.size != total:
-        last = refs[-1] if refs else BlobRef(0, 0, "-", None)
-        raise BlobCorruptError(
-            file_id=file.pk,
-            checksum=last.checksum,
-            offset=last.offset,
-            path=last.path,
-            detail=f"blobs add up to {total} bytes but the file records {file.size}",
-        )
     return ChunkedFileBlobIndexWrapper(
         refs,
-        fetch,
+        storage_fetch(connections),
         file_id=file.pk,
+        expected_size=file.size,
         prefetch=prefetch,
         readahead=readahead,
         workers=workers,

@@ -1,24 +1,37 @@
-"""Storages that fail on purpose, for tests of error handling and cleanup."""
+"""A storage that fails on purpose, for tests of error handling and cleanup."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.files.storage import FileSystemStorage
 
 
 class FlakyFileSystemStorage(FileSystemStorage):
-    """Raises ``ConnectionError`` on the ``fail_on``-th save or open (1-based).
+    """A filesystem storage that fails like a dropped connection (``ConnectionError``).
+
+    - ``fail_save_on``: the N-th save (1-based) fails;
+    - ``fail_names``: opening any of these names fails;
+    - ``fail_from_call``: every open from the N-th on fails.
 
     The counters are per instance; Django builds one instance per alias, so
     ``override_settings(STORAGES=...)`` gives each test fresh counts.
     """
 
-    def __init__(self, *, fail_save_on: int = 0, fail_open_on: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        fail_save_on: int = 0,
+        fail_names: Iterable[str] = (),
+        fail_from_call: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.fail_save_on = fail_save_on
-        self.fail_open_on = fail_open_on
+        self.fail_names = set(fail_names)
+        self.fail_from_call = fail_from_call
         self.saves = 0
         self.opens = 0
         self._lock = threading.Lock()
@@ -26,15 +39,15 @@ class FlakyFileSystemStorage(FileSystemStorage):
     def _save(self, name: str, content: Any) -> str:
         with self._lock:
             self.saves += 1
-            failing = self.saves == self.fail_save_on
-        if failing:
-            raise ConnectionError(f"injected failure on save #{self.saves}")
+            save = self.saves
+        if save == self.fail_save_on:
+            raise ConnectionError(f"injected failure on save #{save}")
         return super()._save(name, content)
 
-    def _open(self, name: str, mode: str = "rb") -> Any:
+    def open(self, name: str, mode: str = "rb") -> Any:
         with self._lock:
             self.opens += 1
-            failing = self.opens == self.fail_open_on
-        if failing:
-            raise ConnectionError(f"injected failure on open #{self.opens}")
-        return super()._open(name, mode)
+            call = self.opens
+        if name in self.fail_names or 0 < self.fail_from_call <= call:
+            raise ConnectionError(f"connection reset while opening {name} (call {call})")
+        return super().open(name, mode)

@@ -17,14 +17,13 @@ import os
 import pickle
 import random
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.config import Config
 from django.conf import settings
-from django.core.files.storage import FileSystemStorage
 from django.test import override_settings
 
 from chunkfiles.exceptions import (
@@ -163,29 +162,8 @@ class TestCorruptBlob:
         assert_loud_failure(error, stored, data, got, temp_dir, mode)
 
 
-class FlakyStorage(FileSystemStorage):
-    """A filesystem storage whose ``open()`` fails like a dropped connection.
-
-    Fails for the names in ``fail_names`` and, with ``fail_from_call``, for
-    every call from that one on.
-    """
-
-    def __init__(
-        self, fail_names: Iterable[str] = (), fail_from_call: int = 0, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.fail_names = set(fail_names)
-        self.fail_from_call = fail_from_call
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def open(self, name: str, mode: str = "rb") -> Any:
-        with self._lock:
-            self.calls += 1
-            call = self.calls
-        if name in self.fail_names or 0 < self.fail_from_call <= call:
-            raise ConnectionError(f"connection reset while opening {name} (call {call})")
-        return super().open(name, mode)
+#: Fails opens like a dropped connection (see testproject.faults).
+FLAKY = "testproject.faults.FlakyFileSystemStorage"
 
 
 #: No retries, so a refused or reset request fails at once instead of after back-off.
@@ -205,7 +183,7 @@ def blob_storage_as(backend: str, options: dict[str, Any]) -> Iterator[None]:
 def reads_failing_for(storage: Any, name: str) -> Iterator[None]:
     """Reads of object ``name`` fail mid-file: a raising storage, or a reset S3 connection."""
     if storage.kind == "fs":
-        with blob_storage_as(f"{__name__}.FlakyStorage", {**storage.options, "fail_names": [name]}):
+        with blob_storage_as(FLAKY, {**storage.options, "fail_names": [name]}):
             yield
         return
     key = f"{storage.location}/{name}"
@@ -237,7 +215,7 @@ class TestStorageFailsMidway:
         f = File(id=FILE_ID, name="data.bin", type="test")
         f.putfile(io.BytesIO(data), blob_size=BLOB)
         options = {**fs_storage.options, "fail_from_call": 3}
-        with blob_storage_as(f"{__name__}.FlakyStorage", options):
+        with blob_storage_as(FLAKY, options):
             got, error = read_until_error(f, mode, temp_dir)
         assert type(error) is BlobReadError
         assert isinstance(error.__cause__, ConnectionError)
@@ -358,3 +336,33 @@ class TestErrorsPickle:
             error.path,
         )
         assert str(copied) == str(error)
+
+
+class TestInconsistentIndex:
+    """Rows that cannot describe the stored bytes fail before anything is fetched."""
+
+    def test_file_size_disagreeing_with_its_blobs(
+        self, storage: Any, stored: File, mode: str, temp_dir: Path
+    ) -> None:
+        File.objects.filter(pk=stored.pk).update(size=stored.size + 1)
+        stale = File.objects.get(pk=stored.pk)
+        with pytest.raises(BlobCorruptError) as info:
+            stale.getfile(**MODES[mode], temp_dir=str(temp_dir))
+        assert info.value.file_id == FILE_ID
+        assert f"file records {stored.size + 1}" in str(info.value)
+        assert list(temp_dir.iterdir()) == []
+
+    def test_gap_between_blobs(self, storage: Any, stored: File, mode: str, temp_dir: Path) -> None:
+        moved = blob_at(stored, BROKEN)
+        FileBlobIndex.objects.filter(file=stored, offset=BROKEN).update(offset=BROKEN + 1)
+        File.objects.filter(pk=stored.pk).update(size=None)
+        with pytest.raises(BlobCorruptError) as info:
+            File.objects.get(pk=stored.pk).getfile(**MODES[mode], temp_dir=str(temp_dir))
+        error = info.value
+        assert (error.file_id, error.checksum, error.offset) == (
+            FILE_ID,
+            moved.checksum,
+            BROKEN + 1,
+        )
+        assert f"index expects this blob at offset {BROKEN}" in str(error)
+        assert list(temp_dir.iterdir()) == []
