@@ -2,34 +2,109 @@
 
 Everything else asks ``chunkfiles_settings`` so that ``override_settings``
 in tests (and ``setting_changed`` at run time) is honoured everywhere.
+``SETTINGS`` is the single source of every key, its default and its meaning;
+the documentation's settings reference is generated from it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+
+class Setting(NamedTuple):
+    """One key of ``settings.CHUNKFILES``."""
+
+    name: str
+    default: Any
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "STORAGE",
+        "default",
+        "Alias in ``STORAGES`` where new blob objects are written. Each blob row "
+        "remembers the alias it was written to, so changing this later (or "
+        "``chunkfiles_move_storage``) never strands existing blobs.",
+    ),
+    Setting(
+        "BLOB_SIZE",
+        8 * 1024 * 1024,
+        "Bytes per blob for ``putfile``. 8 MiB is Sentry's chunk-upload size and the "
+        "best read/upload/request-cost trade-off measured (see the benchmark).",
+    ),
+    Setting(
+        "BLOB_PREFIX",
+        "chunkfiles/",
+        "Prefix of every blob's storage name, so blobs can share a bucket or "
+        "directory; garbage collection of orphans never looks outside it.",
+    ),
+    Setting("UPLOAD_WORKERS", 16, "Concurrent blob writes during ``putfile``/``from_files``."),
+    Setting(
+        "PREFETCH_WORKERS",
+        16,
+        "Threads filling the temp file for ``getfile(prefetch=True)`` and ``save_to()``.",
+    ),
+    Setting(
+        "READAHEAD",
+        8,
+        "Blobs in flight for ``getfile(readahead=True)``, and the largest window the "
+        "default (adaptive) mode grows to on sequential reads.",
+    ),
+    Setting(
+        "TEMP_DIR", None, "Directory for prefetch temp files; ``None`` means tempfile's default."
+    ),
+    Setting(
+        "CONNECT_TIMEOUT",
+        5.0,
+        "Seconds to wait for a storage connection (handed to boto3's ``connect_timeout``).",
+    ),
+    Setting(
+        "READ_TIMEOUT",
+        15.0,
+        "Seconds one socket read from storage may block (boto3's ``read_timeout``).",
+    ),
+    Setting(
+        "ATTEMPTS",
+        3,
+        "Tries per blob operation (GET, PUT, DELETE) before the error reaches the "
+        "caller: broken bodies, 5xx/SlowDown, timeouts and checksum failures are "
+        "retried with jittered exponential backoff; a missing object is not.",
+    ),
+    Setting("BACKOFF", 0.1, "Seconds of the first retry's backoff; doubled per retry, jittered."),
+    Setting(
+        "DEADLINE",
+        60.0,
+        "Seconds one blob operation may take over all its attempts; no retry "
+        "starts that cannot finish in time. A never-answering storage makes a "
+        "read or upload fail within this bound.",
+    ),
+    Setting(
+        "CLOSE_TIMEOUT",
+        2.0,
+        "Seconds ``close()`` of a reader waits for fetches already running before "
+        "abandoning them (they end on their own read timeout). Finalisers never wait.",
+    ),
+    Setting(
+        "DB_RETRIES",
+        5,
+        "Attempts of an upload's commit when the database reports a deadlock or a "
+        "serialization failure (only when the upload owns the transaction).",
+    ),
+    Setting(
+        "GC_GRACE",
+        24 * 60 * 60,
+        "Seconds a blob must have been unused (or an orphan object must be old) "
+        "before garbage collection removes it.",
+    ),
+)
+
 #: Defaults for the keys of ``settings.CHUNKFILES``.
-DEFAULTS: dict[str, Any] = {
-    # Alias of the entry in settings.STORAGES that holds blob objects.
-    "STORAGE": "default",
-    # Bytes per blob. 1 MiB matches Sentry and keeps S3 requests large enough
-    # to amortise a round trip while keeping per-blob memory small.
-    "BLOB_SIZE": 1024 * 1024,
-    # Prefix of every blob's storage name, so blobs can share a bucket/dir.
-    "BLOB_PREFIX": "chunkfiles/",
-    # Concurrent blob writes during putfile/from_files.
-    "UPLOAD_WORKERS": 16,
-    # Threads filling the temp file for getfile(prefetch=True) and save_to().
-    "PREFETCH_WORKERS": 16,
-    # Blobs in flight for getfile(readahead=True) when no depth is given.
-    "READAHEAD": 8,
-    # Directory for prefetch temp files; None means tempfile's default.
-    "TEMP_DIR": None,
-}
+DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
 
 
 class ChunkfilesSettings:

@@ -13,8 +13,12 @@ class ChunkfilesError(Exception):
     """Base class of every chunkfiles error."""
 
 
-class ChecksumMismatchError(ChunkfilesError, ValueError):
-    """Uploaded bytes do not match the checksum the caller said they have."""
+class ChecksumMismatchError(ChunkfilesError, ValueError, OSError):
+    """Uploaded bytes do not match the checksum the caller said they have.
+
+    A ``ValueError`` (bad input) and an ``OSError``, because Sentry's callers
+    catch ``IOError`` around ``from_files``/``assemble_from_file_blob_ids``.
+    """
 
     def __init__(self, expected: str, actual: str, index: int | None = None) -> None:
         self.expected = expected
@@ -22,6 +26,49 @@ class ChecksumMismatchError(ChunkfilesError, ValueError):
         self.index = index
         where = f" (item {index})" if index is not None else ""
         super().__init__(f"checksum mismatch{where}: expected {expected}, got {actual}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.expected, self.actual, self.index))
+
+
+class FileNotStoredError(ChunkfilesError, OSError):
+    """A ``File`` row whose content was never stored (``putfile`` never completed)."""
+
+    def __init__(self, file_id: int | None, name: str = "") -> None:
+        self.file_id = file_id
+        self.name = name
+        super().__init__(
+            errno.ENODATA, f"file {file_id} ({name!r}) has no stored content: putfile() never ran"
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.file_id, self.name))
+
+    def __str__(self) -> str:
+        return str(self.args[1])
+
+
+class BlobWriteError(ChunkfilesError, OSError):
+    """A blob could not be written to storage, after every allowed attempt.
+
+    ``path`` is the storage name the object was being written to: whatever
+    reached the storage under it is an orphan that garbage collection finds.
+    """
+
+    def __init__(self, checksum: str, path: str | None, detail: str = "") -> None:
+        self.checksum = checksum
+        self.path = path
+        self.detail = detail
+        message = f"blob {checksum} could not be written to storage name {path!r}"
+        if detail:
+            message += f": {detail}"
+        super().__init__(errno.EIO, message)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.checksum, self.path, self.detail))
+
+    def __str__(self) -> str:
+        return str(self.args[1])
 
 
 class BlobReadError(ChunkfilesError, OSError):

@@ -35,8 +35,39 @@ class FileBlobQuerySet(models.QuerySet["FileBlob"]):
         return found
 
     def unreferenced(self) -> FileBlobQuerySet:
-        """Blobs that no file uses any more."""
-        return self.filter(fileblobindex__isnull=True)
+        """Blobs that no file uses any more (garbage collection candidates)."""
+        return self.filter(~models.Exists(FileBlobIndex.objects.filter(blob=models.OuterRef("pk"))))
+
+    def referenced(self) -> FileBlobQuerySet:
+        """Blobs that at least one file uses."""
+        return self.filter(models.Exists(FileBlobIndex.objects.filter(blob=models.OuterRef("pk"))))
+
+    def lost(self) -> FileBlobQuerySet:
+        """Blobs whose object was found gone; the next upload of their bytes heals them."""
+        return self.filter(lost_at__isnull=False)
+
+    def stored(self) -> FileBlobQuerySet:
+        """Blobs believed to have their object (not marked lost)."""
+        return self.filter(lost_at__isnull=True)
+
+    def in_storage(self, alias: str) -> FileBlobQuerySet:
+        """Blobs whose object lives in the ``STORAGES`` alias ``alias``."""
+        from .conf import chunkfiles_settings
+
+        if alias == chunkfiles_settings.STORAGE:
+            return self.filter(storage__in=(alias, ""))
+        return self.filter(storage=alias)
+
+    def mark_lost(self, *, path: str | None = None) -> int:
+        """Mark these blobs lost (their object is gone); returns how many changed.
+
+        With ``path``, only rows still naming that object are marked, so a blob
+        healed or moved meanwhile is left alone.
+        """
+        rows = self.filter(lost_at__isnull=True)
+        if path is not None:
+            rows = rows.filter(path=path)
+        return rows.update(lost_at=timezone.now())
 
 
 class FileBlob(models.Model):
@@ -59,6 +90,32 @@ class FileBlob(models.Model):
     timestamp = models.DateTimeField(
         default=timezone.now, db_index=True, help_text="When the blob was first stored."
     )
+    storage = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=(
+            "Alias in STORAGES that holds the object; empty means CHUNKFILES['STORAGE'] "
+            "(rows written before blobs recorded their storage)."
+        ),
+    )
+    lost_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "When the object was found missing from storage. Dedupe ignores lost blobs; "
+            "the next upload of the same bytes writes the object again and clears this."
+        ),
+    )
+    unused_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text=(
+            "When garbage collection first saw no file using the blob; it is removed "
+            "once this is older than CHUNKFILES['GC_GRACE']. Cleared when a file uses it."
+        ),
+    )
 
     objects = FileBlobQuerySet.as_manager()
 
@@ -67,6 +124,13 @@ class FileBlob(models.Model):
 
     def __str__(self) -> str:
         return self.checksum
+
+    @property
+    def storage_alias(self) -> str:
+        """The ``STORAGES`` alias holding this blob's object."""
+        from .conf import chunkfiles_settings
+
+        return self.storage or chunkfiles_settings.STORAGE
 
     @classmethod
     def from_file(cls, fileobj: IO[bytes] | DjangoFile[bytes]) -> FileBlob:

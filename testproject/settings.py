@@ -90,6 +90,12 @@ DATABASES["files"] = {
     "NAME": (VAR_DIR / "files.sqlite3" if DB_KIND == "sqlite" else "chunkfiles_files"),
 }
 DATABASES["files"]["TEST"] = {**DATABASES["files"].get("TEST", {}), "DEPENDENCIES": []}
+# Lets several test runs share one PostgreSQL/MariaDB server without
+# dropping each other's test databases (e.g. CHUNKFILES_TEST_DB_SUFFIX=_a).
+_SUFFIX = os.environ.get("CHUNKFILES_TEST_DB_SUFFIX", "")
+if _SUFFIX and DB_KIND != "sqlite":
+    for _alias, _db in DATABASES.items():
+        _db["TEST"] = {**_db.get("TEST", {}), "NAME": f"test_{_db['NAME']}{_SUFFIX}"}
 
 MEDIA_ROOT = Path(os.environ.get("CHUNKFILES_MEDIA_ROOT", VAR_DIR / "media"))
 STATIC_URL = "static/"
