@@ -44,6 +44,7 @@ class Spec:
     readahead: int
     source_path: str = ""  # the test file's bytes, for uploads
     file_id: int = 0  # the File holding the read test file
+    index_file_id: int = 0  # a File of many small blobs: opening and random access
 
     @property
     def db_path(self) -> str:
@@ -150,7 +151,8 @@ def servers(latency: float) -> Iterator[tuple[Any, Any, str]]:
     Ctrl-C in the terminal never reaches it: only this cleanup stops it.
     """
     from testproject.seaweed import SeaweedS3
-    from testproject.tcpproxy import TcpProxy
+
+    from .faultproxy import CuttingProxy
 
     previous = {sig: signal.signal(sig, _raise_exit) for sig in (signal.SIGTERM, signal.SIGHUP)}
     workdir = tempfile.mkdtemp(prefix="chunkfiles-bench-")
@@ -162,7 +164,7 @@ def servers(latency: float) -> Iterator[tuple[Any, Any, str]]:
             stack.push(functools.partial(_stop_weed, weed))
             weed.start()
             weed.create_bucket(BUCKET)
-            proxy = stack.enter_context(TcpProxy("127.0.0.1", weed.port, latency=latency))
+            proxy = stack.enter_context(CuttingProxy("127.0.0.1", weed.port, latency=latency))
             os.makedirs(os.path.join(workdir, "tmp"))
             yield weed, proxy, workdir
     finally:

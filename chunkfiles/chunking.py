@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
-from typing import IO, NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, NamedTuple, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Readable(Protocol):
@@ -34,18 +36,30 @@ def read_exactly(fileobj: Readable | IO[bytes], size: int) -> bytes:
     A pipe or socket may return short reads; looping keeps blob boundaries
     at fixed offsets so equal content always splits into equal blobs.
     """
-    first = fileobj.read(size)
+    first = _checked(fileobj.read(size), size)
     if not first or len(first) == size:
         return bytes(first)
     parts = [first]
     have = len(first)
     while have < size:
-        more = fileobj.read(size - have)
+        more = _checked(fileobj.read(size - have), size - have)
         if not more:
             break
         parts.append(more)
         have += len(more)
     return b"".join(parts)
+
+
+def _checked(data: object, asked: int) -> bytes:
+    """``data`` from ``read(asked)``, refused unless it is at most ``asked`` bytes."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(
+            f"read() returned {type(data).__name__}, not bytes: open the file in binary mode"
+        )
+    if len(data) > asked:
+        # Taking it would make a blob larger than BLOB_SIZE and shift every boundary.
+        raise ValueError(f"read({asked}) returned {len(data)} bytes; the stream is broken")
+    return bytes(data)
 
 
 def iter_chunks(fileobj: Readable | IO[bytes], blob_size: int) -> Iterator[Chunk]:
@@ -61,15 +75,18 @@ def iter_chunks(fileobj: Readable | IO[bytes], blob_size: int) -> Iterator[Chunk
         offset += len(data)
 
 
-def windows(chunks: Iterable[Chunk], max_bytes: int, max_count: int) -> Iterator[list[Chunk]]:
-    """Group chunks so each group holds at most ``max_bytes`` (or one chunk) and ``max_count``."""
-    window: list[Chunk] = []
+def windows(
+    items: Iterable[T], max_bytes: int, max_count: int, size: Callable[[T], int]
+) -> Iterator[list[T]]:
+    """Group items so each group holds at most ``max_bytes`` (or one item) and ``max_count``."""
+    window: list[T] = []
     held = 0
-    for chunk in chunks:
-        if window and (held + chunk.size > max_bytes or len(window) >= max_count):
+    for item in items:
+        n = size(item)
+        if window and (held + n > max_bytes or len(window) >= max_count):
             yield window
             window, held = [], 0
-        window.append(chunk)
-        held += chunk.size
+        window.append(item)
+        held += n
     if window:
         yield window

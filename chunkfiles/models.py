@@ -16,7 +16,7 @@ from django.db import models, router
 from django.utils import timezone
 
 if TYPE_CHECKING:
-    from .reader import BlobRef
+    from .refs import BlobRef
     from .upload import UploadItem
 
 
@@ -134,7 +134,11 @@ class FileBlob(models.Model):
 
     @classmethod
     def from_file(cls, fileobj: IO[bytes] | DjangoFile[bytes]) -> FileBlob:
-        """Store the whole of ``fileobj`` as one blob, or return the blob that has its bytes."""
+        """Store the whole of ``fileobj`` as one blob, or return the blob that has its bytes.
+
+        A Django ``File`` is read from its start, as ``Storage.save()`` (and
+        Sentry) do; a plain file object is read from where it stands.
+        """
         return cls.from_files([fileobj])[0]
 
     @classmethod
@@ -144,8 +148,8 @@ class FileBlob(models.Model):
         """Store many blobs at once; items are file objects or ``(fileobj, checksum)``.
 
         A given checksum (SHA-256, or SHA-1 for Sentry clients) is checked
-        before anything is written; a mismatch raises ``ChecksumMismatchError``.
-        Returns the blobs in the order given.
+        before anything is written; a mismatch raises ``ChecksumMismatchError``
+        (a ``ValueError`` and an ``OSError``). Returns the blobs in the order given.
         """
         from .upload import store_blobs
 
@@ -153,11 +157,19 @@ class FileBlob(models.Model):
 
     def getfile(self) -> DjangoFile[bytes]:
         """The blob's bytes, verified, as a Django file."""
-        from .reader import BlobRef, ChunkedFileBlobIndexWrapper, storage_fetch
+        from .reader import open_refs
+        from .refs import BlobRef
 
-        ref = BlobRef(0, self.size or 0, self.checksum, self.path)
-        wrapper = ChunkedFileBlobIndexWrapper([ref], storage_fetch())
+        ref = BlobRef(0, self.size or 0, self.checksum, self.path, self.storage, self.pk)
+        wrapper = open_refs([ref], readahead=False)
         return DjangoFile(cast(IO[bytes], wrapper), name=self.checksum)
+
+    @classmethod
+    def generate_unique_path(cls) -> str:
+        """A fresh random storage name for a blob; Sentry's name for ``new_blob_name()``."""
+        from .storage import new_blob_name
+
+        return new_blob_name()
 
 
 class File(models.Model):
@@ -216,18 +228,14 @@ class File(models.Model):
 
         return put_file(self, fileobj, blob_size=blob_size, commit=commit, workers=workers)
 
+    def _db_for_read(self) -> str:
+        return self._state.db or router.db_for_read(FileBlobIndex, instance=self)
+
     def blob_refs(self) -> list[BlobRef]:
         """The file's blobs in order, as ``BlobRef`` values, loaded in one query."""
-        from .reader import BlobRef
+        from .refs import file_refs
 
-        db = self._state.db or router.db_for_read(FileBlobIndex, instance=self)
-        rows = (
-            FileBlobIndex.objects.using(db)
-            .filter(file_id=self.pk)
-            .order_by("offset")
-            .values_list("offset", "blob__size", "blob__checksum", "blob__path")
-        )
-        return [BlobRef(offset, size or 0, checksum, path) for offset, size, checksum, path in rows]
+        return file_refs(self, self._db_for_read())
 
     def getfile(
         self,
@@ -238,22 +246,72 @@ class File(models.Model):
         workers: int | None = None,
         temp_dir: str | None = None,
     ) -> DjangoFile[bytes]:
-        """Open the file for reading; see ``chunkfiles.reader`` for the three modes."""
+        """Open the file for reading; see ``chunkfiles.reader`` for the read modes.
+
+        Costs one query and no storage request until the first read (prefetch
+        excepted). Raises ``FileNotStoredError`` if the content was never stored.
+        """
         from .reader import open_file
 
         if mode not in (None, "r", "rb"):
             raise ValueError(f"chunkfiles files are read-only; mode {mode!r} is not supported")
         wrapper = open_file(
-            self, prefetch=prefetch, readahead=readahead, workers=workers, temp_dir=temp_dir
+            self,
+            using=self._db_for_read(),
+            prefetch=prefetch,
+            readahead=readahead,
+            workers=workers,
+            temp_dir=temp_dir,
         )
         # A RawIOBase is a binary file; typeshed just does not spell it IO[bytes].
         return DjangoFile(cast(IO[bytes], wrapper), name=self.name)
 
     def save_to(self, path: str | os.PathLike[str], *, workers: int | None = None) -> str:
-        """Write the file to ``path`` atomically; no partial file is ever left."""
-        from .prefetch import save_to
+        """Write the file to ``path`` atomically, creating missing parent directories.
 
-        return save_to(self.blob_refs(), path, file_id=self.pk, workers=workers)
+        No partial file is ever left; returns the absolute path written.
+        """
+        from .conf import chunkfiles_settings
+        from .fetch import storage_fetch
+        from .prefetch import save_refs_to
+        from .reader import stored_refs
+        from .refs import relocate
+
+        using = self._db_for_read()
+        workers = workers or chunkfiles_settings.PREFETCH_WORKERS
+        return save_refs_to(
+            stored_refs(self, using),
+            path,
+            fetch=storage_fetch(workers),
+            file_id=self.pk,
+            expected_size=self.size,
+            workers=workers,
+            relocate=lambda ref: relocate(ref, using),
+            close_timeout=float(chunkfiles_settings.CLOSE_TIMEOUT),
+        )
+
+    def clean(self) -> None:
+        """Validate ``headers``: a dict of strings (the admin download serves them)."""
+        from django.core.exceptions import ValidationError
+
+        from .upload import headers_problem
+
+        problem = headers_problem(self.headers)
+        if problem:
+            raise ValidationError({"headers": problem})
+
+    def assemble_from_file_blob_ids(
+        self, file_blob_ids: Iterable[int], checksum: str, *, temp_dir: str | None = None
+    ) -> IO[bytes]:
+        """Make this file of stored blobs, in the order given; Sentry's chunk-upload step.
+
+        Refuses (``ChecksumMismatchError``, nothing linked) when the bytes do
+        not hash to ``checksum``; returns a temp file holding them, as Sentry does.
+        See ``chunkfiles.assemble``.
+        """
+        from .assemble import assemble_file
+
+        return assemble_file(self, file_blob_ids, checksum, temp_dir=temp_dir)
 
 
 class FileBlobIndex(models.Model):
@@ -283,3 +341,33 @@ class FileBlobIndex(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file_id}@{self.offset}"
+
+
+class SentryImport(models.Model):
+    """Records which Sentry file became which ``File``, so an import never runs twice."""
+
+    source = models.CharField(
+        max_length=64,
+        help_text="DATABASES alias of the Sentry database the file was read from.",
+    )
+    sentry_file_id = models.BigIntegerField(help_text="id of the file in Sentry's sentry_file.")
+    file = models.OneToOneField(
+        File,
+        on_delete=models.CASCADE,
+        related_name="sentry_import",
+        help_text="The file the Sentry file was imported as; deleting it allows a re-import.",
+    )
+    imported_at = models.DateTimeField(
+        default=timezone.now, help_text="When chunkfiles_import_sentry imported the file."
+    )
+
+    class Meta:
+        verbose_name = "Sentry import"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "sentry_file_id"], name="chunkfiles_sentryimport_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.sentry_file_id} -> {self.file_id}"

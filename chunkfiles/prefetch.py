@@ -1,23 +1,47 @@
-"""Threaded reading: whole-file prefetch into a temp file, and a read-ahead window.
+"""Whole-file prefetch: a pool fills a temp file, then reads are served from it.
 
-Both run ``load_blob`` (fetch + verify) in worker threads, so hashing and
-network waits overlap; neither touches the database.
+Each worker writes its own blob with ``pwrite`` through its own duplicate of
+the file descriptor, so there is no shared file position, no single writer
+thread, and closing the file never has to wait for a stalled worker: a late
+write lands in an already unlinked inode and is harmless. The first error
+cancels everything still queued and is raised at once.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import tempfile
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import IO, Any
 
-from .conf import chunkfiles_settings
-from .reader import BlobIndex, BlobRef, Fetch, Source, load_blob, storage_fetch
+from .exceptions import BlobMissingError
+from .fetch import Fetch, load_blob
+from .refs import BlobIndex, BlobRef
+from .retry import RetryPolicy
+from .sources import Relocate, Source, WorkerPool
 
 #: Bytes returned by one ``span()`` of a prefetched file (bounds readline copies).
 SPAN_BYTES = 64 * 1024
+
+
+class _Gate:
+    """Lets workers take a descriptor until the owner closes the gate."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+        self._open = True
+
+    def dup(self) -> int | None:
+        with self._lock:
+            return os.dup(self.fd) if self._open else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._open = False
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -28,38 +52,87 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def fill(index: BlobIndex, fetch: Fetch, fd: int, workers: int) -> None:
+def _write_blob(
+    ref: BlobRef, fetch: Fetch, gate: _Gate, file_id: int | None, policy: RetryPolicy
+) -> bytes:
+    data = load_blob(ref, fetch, file_id, policy)
+    fd = gate.dup()
+    if fd is None:  # the fill was given up: nobody wants these bytes
+        return b""
+    try:
+        _pwrite_all(fd, data, ref.offset)
+    finally:
+        os.close(fd)
+    return b""
+
+
+def fill(
+    index: BlobIndex,
+    fetch: Fetch,
+    fd: int,
+    workers: int,
+    *,
+    relocate: Relocate | None = None,
+    close_timeout: float = 2.0,
+) -> None:
     """Write every blob at its offset into ``fd`` using ``workers`` threads.
 
-    Each worker writes its own blob with ``pwrite``, so there is no shared
-    file position and no single writer thread. The first failure cancels
-    everything still queued and is raised here.
+    Raises the first failure as soon as it happens (a missing blob is first
+    looked up again with ``relocate``); does not return before every write
+    has finished, and after a failure waits at most ``close_timeout``.
     """
     os.ftruncate(fd, index.size)  # preallocate (sparse) so every offset is writable
+    source = Source(index, fetch, relocate=relocate, close_timeout=close_timeout)
+    gate = _Gate(fd)
+    pool = WorkerPool(workers, "chunkfiles-prefetch")
+    pending: dict[Future[bytes], int] = {}
 
-    def one(ref: BlobRef) -> None:
-        _pwrite_all(fd, load_blob(ref, fetch, index.file_id), ref.offset)
+    def submit(i: int) -> None:
+        ref = index.refs[i]
+        pending[pool.submit(_write_blob, ref, fetch, gate, index.file_id, source.policy)] = i
 
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunkfiles-prefetch") as pool:
-        futures = [pool.submit(one, ref) for ref in index.refs]
-        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        for future in futures:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+    deadline = time.monotonic() + source.blob_timeout * max(1, len(index.refs))
+    try:
+        for i in range(len(index.refs)):
+            submit(i)
+        while pending:
+            left = deadline - time.monotonic()
+            done, _ = wait(list(pending), timeout=max(0.0, left), return_when=FIRST_EXCEPTION)
+            if not done:
+                raise TimeoutError(f"prefetch of file {index.file_id} did not finish in time")
+            for future in done:
+                i = pending.pop(future)
+                error = future.exception()
+                if isinstance(error, BlobMissingError) and source.relocated(i) is not None:
+                    submit(i)  # moved to another storage since the index was read
+                elif error is not None:
+                    raise error
+    except BaseException:
+        gate.close()
+        pool.shutdown(list(pending), close_timeout)
+        raise
+    pool.shutdown([], close_timeout)
 
 
 class Prefetched(Source):
     """Serves reads from a temp file that a thread pool filled completely first."""
 
-    def __init__(self, index: BlobIndex, fetch: Fetch, workers: int, temp_dir: str | None) -> None:
-        super().__init__(index)
+    def __init__(
+        self, index: BlobIndex, fetch: Fetch, workers: int, temp_dir: str | None, **options: Any
+    ) -> None:
+        super().__init__(index, fetch, **options)
         self._tmp: IO[bytes] | None = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="._prefetch-", dir=temp_dir
         )
         try:
-            fill(index, fetch, self._tmp.fileno(), workers)
+            fill(
+                index,
+                fetch,
+                self._tmp.fileno(),
+                workers,
+                relocate=self.relocate,
+                close_timeout=self.close_timeout,
+            )
         except BaseException:
             self.close()
             raise
@@ -98,77 +171,26 @@ class Prefetched(Source):
             self._tmp = None
 
 
-class ReadAhead(Source):
-    """Keeps up to ``depth`` blobs in flight, in order, from the read position.
-
-    Memory holds at most ``depth`` fetched blobs plus the one being read. A
-    read outside the window (after a seek) drops the window and starts a new
-    one at the blob read. A new window opens like TCP's slow start (1, 2,
-    4, ... blobs): the blob the reader waits for does not share the link with
-    ``depth - 1`` others, so the first byte comes after about one round trip.
-    """
-
-    def __init__(self, index: BlobIndex, fetch: Fetch, depth: int, workers: int) -> None:
-        super().__init__(index)
-        self.fetch = fetch
-        self.depth = max(1, depth)
-        self._pool = ThreadPoolExecutor(
-            max(1, min(workers, self.depth)), thread_name_prefix="chunkfiles-readahead"
-        )
-        self._window: collections.deque[tuple[int, Future[bytes]]] = collections.deque()
-        self._next = 0
-        self._limit = 1
-        self._current: tuple[int, bytes] | None = None
-
-    def _drop(self) -> None:
-        while self._window:
-            self._window.popleft()[1].cancel()
-
-    def _fill(self) -> None:
-        refs = self.index.refs
-        while len(self._window) < self._limit and self._next < len(refs):
-            ref = refs[self._next]
-            future = self._pool.submit(load_blob, ref, self.fetch, self.index.file_id)
-            self._window.append((self._next, future))
-            self._next += 1
-
-    def blob(self, i: int) -> bytes:
-        if self._current is not None and self._current[0] == i:
-            return self._current[1]
-        self._current = None  # release the old blob before waiting for the next
-        while self._window and self._window[0][0] < i:
-            self._window.popleft()[1].cancel()
-        if not self._window or self._window[0][0] != i:
-            self._drop()
-            self._next = i
-            self._limit = 1
-        self._fill()
-        _, future = self._window.popleft()
-        data = future.result()
-        self._current = (i, data)
-        self._limit = min(self.depth, self._limit * 2)
-        self._fill()
-        return data
-
-    def close(self) -> None:
-        self._drop()
-        self._current = None
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def save_to(
+def save_refs_to(
     refs: list[BlobRef],
     path: str | os.PathLike[str],
     *,
-    file_id: int | None,
-    workers: int | None = None,
+    fetch: Fetch,
+    file_id: int | None = None,
+    expected_size: int | None = None,
+    workers: int = 16,
+    relocate: Relocate | None = None,
+    close_timeout: float = 2.0,
 ) -> str:
-    """Prefetch into a temp file beside ``path``, then rename it into place."""
+    """Prefetch into a temp file beside ``path``, then rename it into place.
+
+    Missing parent directories are created (as Sentry's ``save_to`` does);
+    no partial file is ever left at ``path`` or beside it.
+    """
     target = os.path.abspath(path)
     directory = os.path.dirname(target)
-    index = BlobIndex(refs, file_id)
-    workers = workers or chunkfiles_settings.PREFETCH_WORKERS
-    fetch = storage_fetch(workers)
+    index = BlobIndex(refs, file_id, expected_size)
+    os.makedirs(directory, exist_ok=True)
     # mkstemp would create the file 0600; an ordinary file honours the umask.
     for _ in range(100):
         temp = os.path.join(directory, f"._prefetch-{os.urandom(6).hex()}")
@@ -181,7 +203,7 @@ def save_to(
         raise FileExistsError(f"could not create a temp file in {directory}")
     try:
         try:
-            fill(index, fetch, fd, workers)
+            fill(index, fetch, fd, workers, relocate=relocate, close_timeout=close_timeout)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -1,235 +1,53 @@
 """The read path: a standard binary file object over a file's blobs.
 
-``ChunkedFileBlobIndexWrapper`` keeps the position and maps it to a blob by
-bisection over the offsets; the bytes come from a *source*:
+``ChunkedFileBlobIndexWrapper`` (the name Sentry uses) keeps the position and
+nothing else; it is handed a *source* that supplies the bytes of each blob
+(``chunkfiles.sources`` / ``chunkfiles.prefetch``). ``open_refs`` decides the
+read mode once and builds the fetch function, the source and the wrapper:
 
-- ``LazySource`` fetches the blob under the position when it is first read;
-- ``chunkfiles.prefetch.ReadAhead`` keeps the next K blobs in flight;
-- ``chunkfiles.prefetch.Prefetched`` reads a temp file filled by a pool.
-
-Whatever the source, every blob is checked against its size and SHA-256 by
-``load_blob`` before a byte of it is handed out.
+- default: adaptive read-ahead, which fetches only the blobs touched by
+  random reads and grows a window of concurrent fetches on sequential ones;
+- ``readahead=K``: a window of up to K blobs from the first read on;
+- ``readahead=False`` (or 0): one blob at a time, no threads;
+- ``prefetch=True``: the whole file into a temp file by a pool, then reads from it.
 """
 
 from __future__ import annotations
 
-import bisect
 import errno
-import hashlib
 import io
 import os
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .conf import chunkfiles_settings
-from .exceptions import BlobCorruptError, BlobMissingError, BlobReadError
+from .exceptions import FileNotStoredError
+from .fetch import Fetch, storage_fetch
+from .prefetch import Prefetched
+from .refs import BlobIndex, BlobRef, file_refs, relocate
+from .sources import LazySource, ReadAhead, Relocate, Source
 
 if TYPE_CHECKING:
     from .models import File
 
-
-class BlobRef(NamedTuple):
-    """What the reader knows of one blob: where it sits and how to check it."""
-
-    offset: int
-    size: int
-    checksum: str
-    path: str | None
-
-
-#: Fetches a blob's raw bytes from storage (``FileNotFoundError`` if absent).
-Fetch = Callable[[BlobRef], bytes]
-
-
-def load_blob(ref: BlobRef, fetch: Fetch, file_id: int | None) -> bytes:
-    """Fetch one blob and verify it; every byte a reader returns passes here."""
-    where: dict[str, Any] = {
-        "file_id": file_id,
-        "checksum": ref.checksum,
-        "offset": ref.offset,
-        "path": ref.path,
-    }
-    if ref.path is None:
-        raise BlobMissingError(**where, detail="no storage name recorded")
-    try:
-        data = fetch(ref)
-    except BlobReadError:
-        raise
-    except FileNotFoundError as exc:
-        raise BlobMissingError(**where, detail=str(exc)) from exc
-    except Exception as exc:
-        # Any failure (network, credentials, a storage bug) must reach the
-        # caller as a read error; a worker thread must never hide it.
-        raise BlobReadError(**where, detail=f"{type(exc).__name__}: {exc}") from exc
-    if len(data) != ref.size:
-        raise BlobCorruptError(
-            **where, detail=f"expected {ref.size} bytes, storage returned {len(data)}"
-        )
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != ref.checksum:
-        raise BlobCorruptError(**where, detail=f"stored bytes hash to {actual}")
-    return data
-
-
-def storage_fetch(connections: int = 1) -> Fetch:
-    """A ``Fetch`` reading from the configured blob storage with ``connections`` threads."""
-    from .storage import blob_store
-
-    store = blob_store(connections=connections)
-
-    def fetch(ref: BlobRef) -> bytes:
-        assert ref.path is not None  # load_blob checks before fetching
-        return store.get(ref.path)
-
-    return fetch
-
-
-class BlobIndex:
-    """The ordered blobs of a file with O(log n) position lookup."""
-
-    __slots__ = ("file_id", "offsets", "refs", "size")
-
-    def __init__(
-        self,
-        refs: Sequence[BlobRef],
-        file_id: int | None = None,
-        expected_size: int | None = None,
-    ) -> None:
-        self.refs = list(refs)
-        self.file_id = file_id
-        self.offsets = [ref.offset for ref in self.refs]
-        expected = 0
-        for ref in self.refs:
-            if ref.offset != expected:
-                # A gap or overlap would silently shift every following byte.
-                raise BlobCorruptError(
-                    file_id=file_id,
-                    checksum=ref.checksum,
-                    offset=ref.offset,
-                    path=ref.path,
-                    detail=f"index expects this blob at offset {expected}",
-                )
-            expected += ref.size
-        self.size = expected
-        if expected_size is not None and expected_size != expected:
-            last = self.refs[-1] if self.refs else BlobRef(0, 0, "-", None)
-            raise BlobCorruptError(
-                file_id=file_id,
-                checksum=last.checksum,
-                offset=last.offset,
-                path=last.path,
-                detail=f"blobs add up to {expected} bytes but the file records {expected_size}",
-            )
-
-    def locate(self, pos: int) -> int:
-        """Index of the blob holding byte ``pos`` (``0 <= pos < size``)."""
-        return bisect.bisect_right(self.offsets, pos) - 1
-
-
-class Source:
-    """Supplies bytes at a position; subclasses say where they come from."""
-
-    def __init__(self, index: BlobIndex) -> None:
-        self.index = index
-
-    def blob(self, i: int) -> bytes:
-        raise NotImplementedError
-
-    def span(self, pos: int) -> tuple[bytes, int, int]:
-        """``(data, start, end)``: ``data[start:end]`` are the bytes from ``pos`` on."""
-        i = self.index.locate(pos)
-        ref = self.index.refs[i]
-        return self.blob(i), pos - ref.offset, ref.size
-
-    def readinto(self, pos: int, view: memoryview) -> int:
-        data, start, end = self.span(pos)
-        n = min(len(view), end - start)
-        view[:n] = memoryview(data)[start : start + n]
-        return n
-
-    def read(self, pos: int, n: int) -> bytes:
-        """Exactly ``n`` bytes from ``pos`` (the caller stays within the file).
-
-        Copies each byte once: a read inside one blob is a slice (none at all
-        for a whole blob), a longer one joins views of the blobs it spans.
-        """
-        parts: list[memoryview] = []
-        wanted = n
-        while wanted:
-            data, start, end = self.span(pos)
-            if not parts and end - start >= wanted:
-                return data[start : start + wanted]
-            take = min(wanted, end - start)
-            parts.append(memoryview(data)[start : start + take])
-            pos += take
-            wanted -= take
-        return b"".join(parts)
-
-    def detach(self) -> Any:
-        raise TypeError("detach_tempfile() needs a reader opened with prefetch=True")
-
-    def close(self) -> None:
-        pass
-
-
-class LazySource(Source):
-    """Fetches a blob when the position first enters it; holds one blob."""
-
-    def __init__(self, index: BlobIndex, fetch: Fetch) -> None:
-        super().__init__(index)
-        self.fetch = fetch
-        self._current: tuple[int, bytes] | None = None
-
-    def blob(self, i: int) -> bytes:
-        if self._current is None or self._current[0] != i:
-            self._current = (i, load_blob(self.index.refs[i], self.fetch, self.index.file_id))
-        return self._current[1]
-
-    def close(self) -> None:
-        self._current = None
+__all__ = ["BlobRef", "ChunkedFileBlobIndexWrapper", "open_file", "open_refs"]
 
 
 class ChunkedFileBlobIndexWrapper(io.RawIOBase):
-    """A read-only, seekable binary file over blobs (the name Sentry uses).
+    """A read-only, seekable binary file over blobs.
 
     ``io`` supplies ``readlines``, iteration and the context manager from
-    ``readinto``/``readline``; reads return exactly what was asked unless at EOF.
+    ``readinto``/``readline``; reads return exactly what was asked unless at
+    EOF, and a failed read leaves the position where it was.
     """
 
-    def __init__(
-        self,
-        refs: Sequence[BlobRef],
-        fetch: Fetch,
-        *,
-        file_id: int | None = None,
-        expected_size: int | None = None,
-        prefetch: bool = False,
-        readahead: int | bool | None = None,
-        workers: int | None = None,
-        temp_dir: str | None = None,
-    ) -> None:
-        from . import prefetch as modes
-
+    def __init__(self, source: Source) -> None:
         super().__init__()
+        self._source = source
         self._pos = 0
         self.mode = "rb"
-        # Checked before any fetch: a prefetch must not download a broken file.
-        self._index = BlobIndex(refs, file_id, expected_size)
-        self.size = self._index.size
-        self.prefetched = bool(prefetch)
-        self._source: Source
-        if prefetch:
-            self._source = modes.Prefetched(
-                self._index,
-                fetch,
-                workers or chunkfiles_settings.PREFETCH_WORKERS,
-                temp_dir if temp_dir is not None else chunkfiles_settings.TEMP_DIR,
-            )
-        elif readahead:
-            depth = chunkfiles_settings.READAHEAD if readahead is True else int(readahead)
-            self._source = modes.ReadAhead(self._index, fetch, depth, workers or depth)
-        else:
-            self._source = LazySource(self._index, fetch)
+        self.size = source.index.size
+        self.prefetched = isinstance(source, Prefetched)
 
     def _ensure_open(self) -> None:
         if self.closed:
@@ -270,6 +88,9 @@ class ChunkedFileBlobIndexWrapper(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         filled = 0
         pos = self._pos  # committed only on success: a failed read moves nothing
+        end = min(self.size, pos + len(view))
+        if end - pos > 0:
+            self._source.want(self._source.index.locate(pos), self._source.index.locate(end - 1))
         while filled < len(view) and pos < self.size:
             n = self._source.readinto(pos, view[filled:])
             pos += n
@@ -312,15 +133,20 @@ class ChunkedFileBlobIndexWrapper(io.RawIOBase):
         raise io.UnsupportedOperation("write")
 
     def close(self) -> None:
-        """Release the source (threads, temp file); idempotent."""
+        """Release the source (threads, temp file); idempotent, bounded in time."""
         if not self.closed:
             try:
-                # Absent when the constructor raised (a failed prefetch).
-                source = getattr(self, "_source", None)
-                if source is not None:
-                    source.close()
+                self._source.close()
             finally:
                 super().close()
+
+    def __del__(self) -> None:
+        # The cyclic GC may finalise a reader while another thread holds a
+        # lock that joining threads needs: a finaliser cancels, never waits.
+        source = self.__dict__.get("_source")
+        if source is not None and not self.closed:
+            source.abandon()
+        super().__del__()
 
     def detach_tempfile(self) -> Any:
         """Hand over the prefetched temp file (removed when closed) and close the reader."""
@@ -330,28 +156,84 @@ class ChunkedFileBlobIndexWrapper(io.RawIOBase):
         return tmp
 
 
+def open_refs(
+    refs: Sequence[BlobRef],
+    *,
+    fetch: Fetch | None = None,
+    file_id: int | None = None,
+    expected_size: int | None = None,
+    prefetch: bool = False,
+    readahead: int | bool | None = None,
+    workers: int | None = None,
+    temp_dir: str | None = None,
+    relocate: Relocate | None = None,
+) -> ChunkedFileBlobIndexWrapper:
+    """A reader over ``refs``; the read mode is decided here, once (see the module docstring)."""
+    # Checked before any fetch: a prefetch must not download a broken file.
+    index = BlobIndex(refs, file_id, expected_size)
+    if prefetch:
+        threads = workers or chunkfiles_settings.PREFETCH_WORKERS
+    elif readahead is None or readahead is True:
+        threads = workers or chunkfiles_settings.READAHEAD
+    else:
+        threads = workers or max(1, int(readahead))
+    fetch = fetch or storage_fetch(threads)
+    options: dict[str, Any] = {
+        "relocate": relocate,
+        "close_timeout": float(chunkfiles_settings.CLOSE_TIMEOUT),
+    }
+    source: Source
+    if prefetch:
+        temp = temp_dir if temp_dir is not None else chunkfiles_settings.TEMP_DIR
+        source = Prefetched(index, fetch, threads, temp, **options)
+    elif readahead is None:
+        depth = chunkfiles_settings.READAHEAD
+        source = ReadAhead(index, fetch, depth, threads, adaptive=True, **options)
+    elif readahead is False or readahead == 0:
+        source = LazySource(index, fetch, **options)
+    else:
+        depth = chunkfiles_settings.READAHEAD if readahead is True else int(readahead)
+        source = ReadAhead(index, fetch, depth, threads, **options)
+    return ChunkedFileBlobIndexWrapper(source)
+
+
+def stored_refs(file: File, using: str) -> list[BlobRef]:
+    """``file``'s blobs, checked against its row; a stale row is re-read once first.
+
+    Raises ``FileNotStoredError`` for a file whose content was never stored.
+    """
+    refs = file_refs(file, using)
+    total = sum(ref.size for ref in refs)
+    if file.size is None or total != file.size:
+        # Another process may have replaced the content since this instance
+        # was loaded: the database, not our copy, decides whether it is corrupt.
+        rows = type(file)._default_manager.using(using).filter(pk=file.pk)
+        fresh = rows.values_list("size", "checksum").first()
+        if fresh is not None:
+            file.size, file.checksum = fresh
+            refs = file_refs(file, using)
+    if file.size is None and not refs:
+        raise FileNotStoredError(file.pk, file.name)
+    return refs
+
+
 def open_file(
     file: File,
     *,
+    using: str,
     prefetch: bool = False,
     readahead: int | bool | None = None,
     workers: int | None = None,
     temp_dir: str | None = None,
 ) -> ChunkedFileBlobIndexWrapper:
     """A reader over ``file``'s blobs, their index loaded in one query."""
-    refs = file.blob_refs()
-    connections = workers or (
-        chunkfiles_settings.PREFETCH_WORKERS
-        if prefetch
-        else (chunkfiles_settings.READAHEAD if readahead is True else int(readahead or 1))
-    )
-    return ChunkedFileBlobIndexWrapper(
-        refs,
-        storage_fetch(connections),
+    return open_refs(
+        stored_refs(file, using),
         file_id=file.pk,
         expected_size=file.size,
         prefetch=prefetch,
         readahead=readahead,
         workers=workers,
         temp_dir=temp_dir,
+        relocate=lambda ref: relocate(ref, using),
     )

@@ -2,31 +2,29 @@
 
 Memory stays bounded whatever the input size: chunks are looked up in
 windows (one query per window) and at most ``1.5 * workers`` blobs are queued
-for writing at any time.
+for writing at any time. The rows are written by ``commit.save_rows`` in
+one transaction; objects are deleted only when their rows are known not to
+be committed (see ``BlobWriter.__exit__``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import threading
+import io
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, TypeAlias
+from typing import IO, TYPE_CHECKING, Any, TypeAlias
 
 from django.core.files.base import File as DjangoFile
-from django.db import router, transaction
+from django.db import router
 
 from .chunking import Chunk, blob_checksum, iter_chunks, windows
+from .commit import commit_rows
 from .conf import chunkfiles_settings
 from .exceptions import ChecksumMismatchError
-from .storage import blob_store
+from .writer import BlobWriter
 
 if TYPE_CHECKING:
     from .models import File, FileBlob, FileBlobIndex
-
-logger = logging.getLogger(__name__)
 
 #: Checksums per lookup query; well under every backend's bound-parameter limit.
 CHECKSUM_BATCH = 500
@@ -37,129 +35,70 @@ WINDOW_BYTES = 32 * 1024 * 1024
 UploadItem: TypeAlias = "IO[bytes] | DjangoFile[bytes] | tuple[IO[bytes] | DjangoFile[bytes], str]"
 
 
-class BlobWriter:
-    """Writes the blobs a batch of uploads needs, at most once each.
+def headers_problem(headers: Any) -> str | None:
+    """Why ``headers`` cannot be a file's headers (a dict of strings), or None."""
+    if not isinstance(headers, dict):
+        return f"headers must be a dict of strings, not {type(headers).__name__}"
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            return f"headers must be a dict of strings; {key!r}: {value!r} is not"
+        if any(c in key + value for c in "\r\n\0"):
+            return f"header {key!r} contains a line break or NUL"
+    return None
 
-    Used as a context manager: on an exception every object it wrote is
-    deleted again (their rows were never committed); on success only the
-    objects that lost a race to an identical concurrent upload are deleted.
+
+def _positive(name: str, value: int | None, default: int) -> int:
+    if value is None:
+        return int(default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+def _binary_input(fileobj: Any, what: str) -> Any:
+    """``fileobj`` if it is a readable binary file object, else a clear TypeError.
+
+    A Django ``File`` is rewound, as ``Storage.save()`` reads it from its start.
     """
-
-    def __init__(self, using: str, workers: int | None = None) -> None:
-        self.using = using
-        self.workers = max(1, workers or chunkfiles_settings.UPLOAD_WORKERS)
-        self.store = blob_store(connections=self.workers)
-        self.known: dict[str, FileBlob] = {}
-        self._pending: dict[str, tuple[Future[str], int]] = {}
-        self._written: dict[str, tuple[str, int]] = {}
-        self._losers: list[str] = []
-        self._committed = False
-        self._failed = threading.Event()
-        # Bounds memory: a queued write holds its blob's bytes until it runs;
-        # half a pool's worth of queue keeps every worker busy while we hash.
-        self._slots = threading.BoundedSemaphore(self.workers + (self.workers + 1) // 2)
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="chunkfiles-upload")
-
-    def __enter__(self) -> BlobWriter:
-        return self
-
-    def lookup(self, checksums: Iterable[str]) -> None:
-        """Find which of ``checksums`` are stored already (one query per batch)."""
-        from .models import FileBlob
-
-        unseen = [c for c in checksums if c not in self.known and c not in self._pending]
-        if unseen:
-            self.known.update(FileBlob.objects.using(self.using).by_checksums(unseen))
-
-    def add(self, checksum: str, data: bytes) -> None:
-        """Queue ``data`` for writing unless a blob with its checksum exists or is queued."""
-        if checksum in self.known or checksum in self._pending:
-            return
-        if self._failed.is_set():
-            self.wait()  # fail fast instead of reading the rest of the input
-        self._slots.acquire()
-        future = self._pool.submit(self.store.put, data, checksum)
-        future.add_done_callback(self._done)
-        self._pending[checksum] = (future, len(data))
-
-    def _done(self, future: Future[str]) -> None:
-        self._slots.release()
-        if not future.cancelled() and future.exception() is not None:
-            self._failed.set()
-
-    def wait(self) -> None:
-        """Wait for every queued write; re-raise the first failure."""
-        for checksum, (future, size) in list(self._pending.items()):
-            name = future.result()
-            self._written[checksum] = (name, size)
-            del self._pending[checksum]
-
-    def save_rows(self) -> dict[str, FileBlob]:
-        """Create the rows of the written blobs; call inside a transaction.
-
-        Returns every blob seen, by checksum. A concurrent upload of the same
-        content may have won the unique checksum: its row is used and our
-        object is scheduled for deletion.
-        """
-        from .models import FileBlob
-
-        self.wait()
-        if not self._written:
-            return self.known
-        blobs = FileBlob.objects.using(self.using)
-        blobs.bulk_create(
-            [
-                FileBlob(checksum=c, path=name, size=size)
-                for c, (name, size) in self._written.items()
-            ],
-            ignore_conflicts=True,
+    if isinstance(fileobj, str | bytes | bytearray | memoryview):
+        raise TypeError(
+            f"{what} takes a binary file object, not {type(fileobj).__name__}; "
+            "wrap bytes in django.core.files.base.ContentFile or io.BytesIO"
         )
-        rows = blobs.by_checksums(self._written)
-        missing = [c for c in self._written if c not in rows]
-        if missing:
-            # Under REPEATABLE READ (MariaDB) an older snapshot can hide a row
-            # whose conflict made our insert a no-op; a locking read sees it.
-            rows.update(blobs.select_for_update().by_checksums(missing))
-        self._losers = [name for c, (name, _) in self._written.items() if rows[c].path != name]
-        self.known.update(rows)
-        return self.known
-
-    def committed(self) -> None:
-        """Mark the rows as saved: from now on the written objects are referenced."""
-        self._committed = True
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        for future, _ in self._pending.values():
-            future.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._committed:
-            doomed = self._losers
-        else:
-            doomed = [name for name, _ in self._written.values()]
-            doomed += [
-                f.result()
-                for f, _ in self._pending.values()
-                if f.done() and not f.cancelled() and f.exception() is None
-            ]
-        for name in doomed:
-            try:
-                self.store.delete(name)
-            except Exception:
-                # Leaves an orphan object for garbage collection; the upload's
-                # own error (if any) is the one worth raising.
-                logger.warning("could not delete unused blob object %r", name, exc_info=True)
+    inner = fileobj.file if isinstance(fileobj, DjangoFile) else fileobj
+    if isinstance(inner, io.TextIOBase) or not callable(getattr(fileobj, "read", None)):
+        raise TypeError(
+            f"{what} takes a binary file object (opened with 'rb'), not {type(inner).__name__}"
+        )
+    if isinstance(fileobj, DjangoFile) and _seekable(fileobj):
+        fileobj.seek(0)
+    return fileobj
 
 
-def _upload(chunks: Iterator[Chunk], writer: BlobWriter) -> None:
-    for window in windows(chunks, WINDOW_BYTES, CHECKSUM_BATCH):
-        writer.lookup(chunk.checksum for chunk in window)
-        for chunk in window:
-            writer.add(chunk.checksum, chunk.data)
+def _seekable(fileobj: Any) -> bool:
+    try:
+        return bool(fileobj.seekable())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _reread(fileobj: Any, position: int, size: int) -> Any:
+    """A function that reads ``size`` bytes at ``position`` of ``fileobj`` again."""
+
+    def read() -> bytes:
+        fileobj.seek(position)
+        return bytes(fileobj.read(size))
+
+    return read
+
+
+def _upload(chunks: Iterator[tuple[Chunk, Any]], writer: BlobWriter) -> None:
+    for window in windows(chunks, WINDOW_BYTES, CHECKSUM_BATCH, size=lambda item: item[0].size):
+        writer.lookup(chunk.checksum for chunk, _ in window)
+        for chunk, reread in window:
+            writer.add(chunk.checksum, chunk.data, reread)
     writer.wait()
 
 
@@ -174,37 +113,47 @@ def put_file(
     """Store ``fileobj`` as the content of ``file``; see ``File.putfile``."""
     from .models import FileBlobIndex
 
-    blob_size = blob_size or chunkfiles_settings.BLOB_SIZE
+    fileobj = _binary_input(fileobj, "putfile()")
+    blob_size = _positive("blob_size", blob_size, chunkfiles_settings.BLOB_SIZE)
+    workers = _positive("workers", workers, chunkfiles_settings.UPLOAD_WORKERS)
+    problem = headers_problem(file.headers)
+    if problem:
+        raise ValueError(f"file {file.pk} ({file.name!r}): {problem}")
     if not commit and file.pk is None:
         raise ValueError("putfile(commit=False) needs a saved File")
     db = file._db_for_write()
     whole = hashlib.sha1()  # Sentry's File.checksum; not used for dedupe
     placed: list[tuple[int, str]] = []
     size = 0
+    start = fileobj.tell() if _seekable(fileobj) else None
 
-    def hashed(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    def hashed() -> Iterator[tuple[Chunk, Any]]:
         nonlocal size
-        for chunk in chunks:
+        for chunk in iter_chunks(fileobj, blob_size):
             whole.update(chunk.data)
             placed.append((chunk.offset, chunk.checksum))
             size = chunk.offset + chunk.size
-            yield chunk
+            reread = None if start is None else _reread(fileobj, start + chunk.offset, chunk.size)
+            yield chunk, reread
+
+    def rows(blobs: dict[str, FileBlob]) -> list[FileBlobIndex]:
+        file.size = size
+        file.checksum = whole.hexdigest()
+        if commit:
+            file.save(using=db)
+        indexes = FileBlobIndex.objects.using(db)
+        indexes.filter(file=file).delete()
+        # In checksum order, like every lock this upload takes: concurrent
+        # uploads of overlapping content then cannot deadlock on each other.
+        ordered = sorted(placed, key=lambda p: (p[1], p[0]))
+        return indexes.bulk_create(
+            [FileBlobIndex(file=file, blob=blobs[c], offset=o) for o, c in ordered]
+        )
 
     with BlobWriter(db, workers) as writer:
-        _upload(hashed(iter_chunks(fileobj, blob_size)), writer)
-        with transaction.atomic(using=db):
-            blobs = writer.save_rows()
-            file.size = size
-            file.checksum = whole.hexdigest()
-            if commit:
-                file.save(using=db)
-            indexes = FileBlobIndex.objects.using(db)
-            indexes.filter(file=file).delete()
-            rows = indexes.bulk_create(
-                [FileBlobIndex(file=file, blob=blobs[c], offset=o) for o, c in placed]
-            )
-        writer.committed()
-    return rows
+        _upload(hashed(), writer)
+        created = commit_rows(writer, rows)
+    return sorted(created, key=lambda row: row.offset)
 
 
 def _expected_matches(expected: str, data: bytes, sha256_hex: str) -> str:
@@ -218,9 +167,11 @@ def _expected_matches(expected: str, data: bytes, sha256_hex: str) -> str:
     )
 
 
-def _items(items: Iterable[UploadItem]) -> Iterator[Chunk]:
+def _items(items: Iterable[UploadItem]) -> Iterator[tuple[Chunk, Any]]:
     for index, item in enumerate(items):
         fileobj, expected = item if isinstance(item, tuple) else (item, None)
+        fileobj = _binary_input(fileobj, f"from_files() item {index}")
+        start = fileobj.tell() if _seekable(fileobj) else None
         data = fileobj.read()
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"item {index}: read() returned {type(data).__name__}, not bytes")
@@ -231,7 +182,8 @@ def _items(items: Iterable[UploadItem]) -> Iterator[Chunk]:
             actual = _expected_matches(expected, data, checksum)
             if actual != expected:
                 raise ChecksumMismatchError(expected, actual, index)
-        yield Chunk(index, data, checksum)
+        reread = None if start is None else _reread(fileobj, start, len(data))
+        yield Chunk(index, data, checksum), reread
 
 
 def store_blobs(
@@ -241,16 +193,15 @@ def store_blobs(
     from .models import FileBlob
 
     db = using or router.db_for_write(FileBlob)
+    workers = _positive("workers", workers, chunkfiles_settings.UPLOAD_WORKERS)
     order: list[str] = []
 
-    def recorded(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
-        for chunk in chunks:
+    def recorded() -> Iterator[tuple[Chunk, Any]]:
+        for chunk, reread in _items(items):
             order.append(chunk.checksum)
-            yield chunk
+            yield chunk, reread
 
     with BlobWriter(db, workers) as writer:
-        _upload(recorded(_items(items)), writer)
-        with transaction.atomic(using=db):
-            blobs = writer.save_rows()
-        writer.committed()
+        _upload(recorded(), writer)
+        blobs = commit_rows(writer, lambda blobs: blobs)
     return [blobs[c] for c in order]

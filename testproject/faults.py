@@ -13,6 +13,7 @@ class FlakyFileSystemStorage(FileSystemStorage):
     """A filesystem storage that fails like a dropped connection (``ConnectionError``).
 
     - ``fail_save_on``: the N-th save (1-based) fails;
+    - ``fail_saves_from``: every save from the N-th on fails;
     - ``fail_names``: opening any of these names fails;
     - ``fail_from_call``: every open from the N-th on fails.
 
@@ -24,12 +25,14 @@ class FlakyFileSystemStorage(FileSystemStorage):
         self,
         *,
         fail_save_on: int = 0,
+        fail_saves_from: int = 0,
         fail_names: Iterable[str] = (),
         fail_from_call: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.fail_save_on = fail_save_on
+        self.fail_saves_from = fail_saves_from
         self.fail_names = set(fail_names)
         self.fail_from_call = fail_from_call
         self.saves = 0
@@ -40,7 +43,7 @@ class FlakyFileSystemStorage(FileSystemStorage):
         with self._lock:
             self.saves += 1
             save = self.saves
-        if save == self.fail_save_on:
+        if save == self.fail_save_on or 0 < self.fail_saves_from <= save:
             raise ConnectionError(f"injected failure on save #{save}")
         return super()._save(name, content)
 

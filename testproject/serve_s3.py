@@ -6,6 +6,7 @@ so a second run finds the sample files again. Ctrl-C stops both servers.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -16,7 +17,10 @@ from testproject.seaweed import SeaweedS3
 BUCKET = "chunkfiles-demo"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The demo against a local SeaweedFS S3.")
+    parser.add_argument("--port", type=int, default=8000, help="admin port (0: any free one)")
+    port = parser.parse_args(argv).port
     var = Path(__file__).resolve().parent.parent / "var" / "s3"
     (var / "weed").mkdir(parents=True, exist_ok=True)
     with SeaweedS3(workdir=str(var / "weed")) as server:
@@ -30,15 +34,14 @@ def main() -> int:
             CHUNKFILES_S3_SECRET_KEY=server.secret_key,
         )
         print(f"SeaweedFS S3 at {server.endpoint_url}, bucket {BUCKET}", flush=True)
-        steps = [
-            [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
-            [sys.executable, "-m", "testproject.demo"],
-        ]
-        for step in steps:
-            subprocess.run(step, env=env, check=True)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--verbosity", "0"], env=env, check=True
+        )
         try:
+            # Stores the samples, then serves and prints the URL it listens on.
             return subprocess.call(
-                [sys.executable, "manage.py", "runserver", "--noreload", "127.0.0.1:8000"], env=env
+                [sys.executable, "-m", "testproject.demo", "--serve", f"127.0.0.1:{port}"],
+                env=env,
             )
         except KeyboardInterrupt:
             return 0

@@ -90,6 +90,10 @@ DATABASES["files"] = {
     "NAME": (VAR_DIR / "files.sqlite3" if DB_KIND == "sqlite" else "chunkfiles_files"),
 }
 DATABASES["files"]["TEST"] = {**DATABASES["files"].get("TEST", {}), "DEPENDENCIES": []}
+# The default database again, for tests that put a fault-injecting proxy
+# between Django and the server (they point this connection at the proxy).
+if DB_KIND != "sqlite":
+    DATABASES["proxied"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 # Lets several test runs share one PostgreSQL/MariaDB server without
 # dropping each other's test databases (e.g. CHUNKFILES_TEST_DB_SUFFIX=_a).
 _SUFFIX = os.environ.get("CHUNKFILES_TEST_DB_SUFFIX", "")

@@ -22,21 +22,34 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import socket
 import struct
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
+from typing import NamedTuple
 
 from .httpcount import HttpRequestCounter
 
 #: Decides from (method, request target) whether a request is to be killed.
 RequestPredicate = Callable[[str, str], bool]
+#: Names what a request is about, from (method, request target), for seeded faults.
+RequestIdentity = Callable[[str, str], str]
 
 # Bytes one direction of a connection may hold in its delay line before the
 # proxy stops reading from the sender: the bandwidth-delay product of a fast
 # link (32 MiB / 10 ms = 3.2 GB/s), yet bounded if a receiver stalls.
 DELAY_LINE_BYTES = 32 * 1024 * 1024
+
+
+class _CutPolicy(NamedTuple):
+    fraction: float
+    seed: int
+    predicate: RequestPredicate | None
+    identify: RequestIdentity | None
+    min_bytes: int
+    max_bytes: int
 
 
 class _Pipe:
@@ -102,6 +115,8 @@ class _Pipe:
         fail = False
         if self.is_response:
             data, fail = self.conn.proxy._spend_budget(data)
+            if not fail:
+                data, fail = self.conn.spend_cut(data)
         if data:
             sink.write(data)
         if fail:
@@ -187,6 +202,8 @@ class _Connection:
         self.client = _Side(self, self.requests, self.responses)
         self.closed = False
         self.refused = False
+        #: Response bytes still let through before a ``cut_responses`` reset.
+        self.cut_left: int | None = None
 
     async def open_upstream(self) -> None:
         """Connect upstream while the client's reading is paused."""
@@ -202,7 +219,32 @@ class _Connection:
         self.requests.hold("connecting", False)
 
     def admit(self, data: bytes) -> bool:
-        return self.proxy._admit_requests(self.counter, data)
+        admitted = self.proxy._admit_requests(self.counter, data)
+        # A new request on this connection: what follows is its response, cut or not.
+        if self.counter in self.proxy._planned_cuts:
+            self.cut_left = self.proxy._planned_cuts.pop(self.counter)
+        return admitted
+
+    def spend_cut(self, data: bytes) -> tuple[bytes, bool]:
+        """Cut ``data`` to the planned cut of this response; say whether to reset after it."""
+        if self.cut_left is None:
+            return data, False
+        if data.startswith(b"HTTP/1.1 100 "):
+            # An interim "100 Continue" is not the answer: the body has yet to
+            # be sent, so the cut applies to the final response after it.
+            end = data.find(b"\r\n\r\n") + 4
+            if end >= 4:
+                if end == len(data):
+                    return data, False
+                rest, fail = self.spend_cut(data[end:])
+                return data[:end] + rest, fail
+        allowed = min(len(data), self.cut_left)
+        self.cut_left -= allowed
+        if self.cut_left:
+            return data[:allowed], False
+        self.cut_left = None
+        self.proxy._count_cut()
+        return data[:allowed], True
 
     def direction_done(self) -> None:
         if self.requests.done and self.responses.done:
@@ -242,7 +284,8 @@ class TcpProxy:
     ``latency`` seconds are added to each direction (so a round trip gains
     twice that). Every HTTP request the client sends is recorded in
     ``requests``, including ones a fault policy then kills. Fault policies
-    (``fail_after_bytes``, ``fail_requests``, ``refuse``) last until ``heal()``.
+    (``fail_after_bytes``, ``fail_requests``, ``cut_responses``, ``refuse``)
+    last until ``heal()``.
     """
 
     def __init__(
@@ -264,6 +307,12 @@ class TcpProxy:
         self._response_budget: int | None = None
         self._request_predicate: RequestPredicate | None = None
         self._refusing = False
+        self._cut_policy: _CutPolicy | None = None
+        self._seen: collections.Counter[str] = collections.Counter()
+        #: Cut decided for the latest request of a connection (by its counter); loop thread only.
+        self._planned_cuts: dict[HttpRequestCounter, int | None] = {}
+        #: Responses reset by ``cut_responses`` since start (or the last reset_counts()).
+        self.cuts = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -367,6 +416,7 @@ class TcpProxy:
         with self._lock:
             self._requests.clear()
             self.connections = 0
+            self.cuts = 0
 
     # -- faults ------------------------------------------------------------
 
@@ -381,6 +431,35 @@ class TcpProxy:
         with self._lock:
             self._request_predicate = predicate
 
+    def cut_responses(
+        self,
+        fraction: float,
+        seed: int,
+        predicate: RequestPredicate | None = None,
+        *,
+        identify: RequestIdentity | None = None,
+        min_bytes: int = 0,
+        max_bytes: int = 0,
+    ) -> None:
+        """Reset the responses of a seeded ``fraction`` of (matching) requests.
+
+        The chosen response is forwarded for ``min_bytes..max_bytes`` bytes
+        (headers included; an interim ``100 Continue`` passes uncounted), then
+        the connection is reset: a body cut mid-stream (or, with 0, a request
+        the server handled whose answer never arrives).
+        Whether the n-th request for an identity is cut, and where, is a hash
+        of the seed, the identity and n, not of arrival order, so concurrent
+        clients meet the same faults on every run. The identity is
+        ``identify(method, target)``, by default the method and target (give
+        one when targets hold random names). ``cuts`` counts the resets.
+        """
+        policy = _CutPolicy(
+            fraction, seed, predicate, identify, min_bytes, max(min_bytes, max_bytes)
+        )
+        with self._lock:
+            self._cut_policy = policy
+            self._seen.clear()
+
     def refuse(self) -> None:
         """Reset new connections as soon as they are accepted."""
         with self._lock:
@@ -392,6 +471,7 @@ class TcpProxy:
             self._response_budget = None
             self._request_predicate = None
             self._refusing = False
+            self._cut_policy = None
 
     # -- the data path (runs in the proxy's thread) --------------------------
 
@@ -418,7 +498,27 @@ class TcpProxy:
         with self._lock:
             self._requests.extend(found)
             predicate = self._request_predicate
+            for request in found:
+                self._planned_cuts[counter] = self._plan_cut(request)
         return predicate is None or not any(predicate(m, t) for m, t in found)
+
+    def _plan_cut(self, request: tuple[str, str]) -> int | None:
+        """Bytes of ``request``'s response to forward before a reset, or None (call locked)."""
+        policy = self._cut_policy
+        if policy is None or (policy.predicate is not None and not policy.predicate(*request)):
+            return None
+        identity = policy.identify(*request) if policy.identify else " ".join(request)
+        self._seen[identity] += 1
+        key = f"{policy.seed}\0{identity}\0{self._seen[identity]}".encode()
+        digest = hashlib.sha256(key).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 >= policy.fraction:
+            return None
+        span = policy.max_bytes - policy.min_bytes + 1
+        return policy.min_bytes + int.from_bytes(digest[8:16], "big") % span
+
+    def _count_cut(self) -> None:
+        with self._lock:
+            self.cuts += 1
 
     def _spend_budget(self, data: bytes) -> tuple[bytes, bool]:
         """Cut ``data`` to the response budget; say whether to reset after it."""

@@ -1,312 +1,457 @@
-"""The admin through Django's test client, on the filesystem and on S3.
-
-Browsing is read-only; the download view streams a file's verified bytes to
-users with view permission and to nobody else.
+"""The admin pages through Django's test client: changelists, file and blob pages,
+upload, delete, the ZIP and verify actions, a custom AdminSite and a routed database.
 """
 
 from __future__ import annotations
 
+import datetime
 import io
-import random
 import re
-from collections.abc import Iterator
+import zipfile
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from django.contrib.auth.models import Permission
-from django.db import connection
-from django.http import FileResponse
-from django.test import Client
+from django.contrib.messages import get_messages
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connections
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
-from chunkfiles.exceptions import BlobCorruptError, BlobMissingError
-from chunkfiles.models import File, FileBlob
+from chunkfiles.models import File, FileBlob, FileBlobIndex
+from tests.admin_helpers import BLOB_SIZE, download_url, payload, staff_client, store, streamed
 
-if TYPE_CHECKING:  # conftest is not importable at run time without tests/__init__.py
+if TYPE_CHECKING:
     from tests.conftest import StorageSetup
 
 pytestmark = pytest.mark.django_db
 
-BLOB_SIZE = 64 * 1024
+FILES = reverse("admin:chunkfiles_file_changelist")
+BLOBS = reverse("admin:chunkfiles_fileblob_changelist")
 
 
-def store(name: str, data: bytes, content_type: str = "application/octet-stream") -> File:
-    file = File.objects.create(name=name, type="artifact", headers={"Content-Type": content_type})
-    file.putfile(io.BytesIO(data), blob_size=BLOB_SIZE)
-    return file
+def text(response: Any) -> str:
+    return re.sub(r"[ \t\r\n]+", " ", response.content.decode())
 
 
-def payload(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def download_url(file: File | int) -> str:
-    pk = file.pk if isinstance(file, File) else file
-    return reverse("admin:chunkfiles_file_download", args=[pk])
-
-
-def chunks(response: Any) -> Iterator[bytes]:
-    """The body of a download, as the WSGI server would iterate it."""
-    assert isinstance(response, FileResponse)
-    content = response.streaming_content
-    assert isinstance(content, Iterator)
-    return content
-
-
-def streamed(response: Any) -> bytes:
-    return b"".join(chunks(response))
-
-
-def staff_client(django_user_model: Any, *perms: str) -> Client:
-    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def test_file_changelist_lists_files_with_human_size_and_blob_count(
-    storage: StorageSetup, admin_client: Client
-) -> None:
-    store("report.pdf", payload(3 * BLOB_SIZE + 10), "application/pdf")
-    store("notes.txt", b"hello\n", "text/plain")
-
-    response = admin_client.get(reverse("admin:chunkfiles_file_changelist"))
-
+def counted_get(client: Client, url: str, using: str = "default", **params: Any) -> tuple[Any, int]:
+    with CaptureQueriesContext(connections[using]) as queries:
+        response = client.get(url, params)
     assert response.status_code == 200
-    rows = {obj.name: obj for obj in response.context["cl"].result_list}
-    assert set(rows) == {"report.pdf", "notes.txt"}
-    assert (rows["report.pdf"].blob_total, rows["notes.txt"].blob_total) == (4, 1)
-    html = response.content.decode()
-    assert '<td class="field-human_size">192.0\xa0KB</td>' in html
-    assert '<td class="field-human_size">6\xa0bytes</td>' in html
-    assert '<td class="field-blob_count">4</td>' in html
-    assert html.count('class="chunkfiles-download"') == 2
-
-
-def test_file_changelist_search_by_name(storage: StorageSetup, admin_client: Client) -> None:
-    store("alpha.bin", b"a")
-    store("beta.bin", b"b")
-
-    response = admin_client.get(reverse("admin:chunkfiles_file_changelist"), {"q": "alp"})
-
-    assert [f.name for f in response.context["cl"].result_list] == ["alpha.bin"]
-
-
-def change_page(client: Client, file: File) -> tuple[Any, int]:
-    """The file's change page and the number of queries it took."""
-    with CaptureQueriesContext(connection) as queries:
-        response = client.get(reverse("admin:chunkfiles_file_change", args=[file.pk]))
     return response, len(queries)
 
 
-def test_change_page_shows_blob_index_inline_read_only(
-    storage: StorageSetup, admin_client: Client
-) -> None:
-    file = store("five.bin", payload(5 * BLOB_SIZE))
-    checksums = [ref.checksum for ref in file.blob_refs()]
-    one = store("one.bin", b"1")
-    change_page(admin_client, one)  # warms the content type cache
-    _, small_queries = change_page(admin_client, one)
-
-    response, queries = change_page(admin_client, file)
-
-    assert queries == small_queries, "the inline runs a query per blob row"
-
-    assert response.status_code == 200
-    html = re.sub(r"\s+", " ", response.content.decode())
-    rows = re.findall(
-        r'<td class="field-offset"> <p>(\d+)</p> </td> <td class="field-blob"> '
-        r'<p><a href="[^"]+">([0-9a-f]{64})</a></p>',
-        html,
+def many_files(count: int, blob: FileBlob, blobs_each: int = 3) -> None:
+    """``count`` files of ``blobs_each`` index rows each, without storage traffic."""
+    files = File.objects.bulk_create(
+        File(
+            name=f"bulk-{n:05}.bin",
+            type="bulk",
+            size=blobs_each * (blob.size or 0),
+            checksum="0" * 40,
+        )
+        for n in range(count)
     )
-    assert rows == [(str(i * BLOB_SIZE), c) for i, c in enumerate(checksums)]
-    # Nothing editable: no save button, no form field for any inline column.
-    assert 'name="_save"' not in html
-    assert 'name="fileblobindex_set-0-offset"' not in html
-    assert 'name="name"' not in html
-    assert download_url(file) in html
-    # Posting a change is refused too, and changes nothing.
-    url = reverse("admin:chunkfiles_file_change", args=[file.pk])
-    assert admin_client.post(url, {"name": "renamed"}).status_code == 403
-    file.refresh_from_db()
-    assert file.name == "five.bin"
-
-
-def test_add_view_is_forbidden(storage: StorageSetup, admin_client: Client) -> None:
-    assert admin_client.get(reverse("admin:chunkfiles_file_add")).status_code == 403
-    assert admin_client.get(reverse("admin:chunkfiles_fileblob_add")).status_code == 403
-
-
-def test_download_streams_the_stored_bytes(storage: StorageSetup, admin_client: Client) -> None:
-    data = payload(7 * BLOB_SIZE + 321)
-    file = store("build output.tar", data, "application/x-tar")
-
-    response = admin_client.get(download_url(file))
-
-    assert response.status_code == 200
-    assert response["Content-Type"] == "application/x-tar"
-    assert response["Content-Disposition"] == 'attachment; filename="build output.tar"'
-    assert response["Content-Length"] == str(len(data))
-    assert streamed(response) == data
-
-
-def test_download_of_an_empty_file(storage: StorageSetup, admin_client: Client) -> None:
-    file = store("empty", b"")
-
-    response = admin_client.get(download_url(file))
-
-    assert response["Content-Length"] == "0"
-    assert streamed(response) == b""
-
-
-def test_download_non_ascii_name_uses_rfc_5987(storage: StorageSetup, admin_client: Client) -> None:
-    file = store("résumé.txt", b"bonjour\n", "text/plain")
-
-    response = admin_client.get(download_url(file))
-
-    assert response["Content-Disposition"] == "attachment; filename*=utf-8''r%C3%A9sum%C3%A9.txt"
-    assert streamed(response) == b"bonjour\n"
-
-
-def test_anonymous_download_redirects_to_login(storage: StorageSetup, client: Client) -> None:
-    file = store("secret.bin", payload(100))
-    url = download_url(file)
-
-    response = client.get(url)
-
-    assert response.status_code == 302
-    assert response["Location"] == f"{reverse('admin:login')}?next={url}"
-    assert not isinstance(response, FileResponse)
-    assert payload(100) not in response.content
-
-
-def test_staff_without_view_permission_gets_403(
-    storage: StorageSetup, django_user_model: Any
-) -> None:
-    file = store("secret.bin", payload(100))
-    client = staff_client(django_user_model)
-
-    response = client.get(download_url(file))
-
-    assert response.status_code == 403
-    assert not isinstance(response, FileResponse)
-    assert payload(100) not in response.content
-
-
-def test_staff_with_view_permission_downloads(
-    storage: StorageSetup, django_user_model: Any
-) -> None:
-    data = payload(2 * BLOB_SIZE + 1)
-    file = store("shared.bin", data)
-    client = staff_client(django_user_model, "chunkfiles.view_file")
-
-    response = client.get(download_url(file))
-
-    assert response.status_code == 200
-    assert streamed(response) == data
-    # View permission only: the change page is still read-only.
-    change = client.get(reverse("admin:chunkfiles_file_change", args=[file.pk]))
-    assert change.status_code == 200
-    assert 'name="_save"' not in change.content.decode()
-
-
-def test_download_of_a_missing_file_is_404(storage: StorageSetup, admin_client: Client) -> None:
-    file = store("gone.bin", b"x")
-    missing = file.pk + 1000
-
-    assert admin_client.get(download_url(missing)).status_code == 404
-
-
-def test_download_of_a_non_numeric_id_is_404(storage: StorageSetup, admin_client: Client) -> None:
-    url = reverse("admin:chunkfiles_file_download", args=["not-a-number"])
-
-    assert admin_client.get(url).status_code == 404
-
-
-def test_download_with_missing_first_blob_fails_before_the_response(
-    storage: StorageSetup, admin_client: Client
-) -> None:
-    file = store("broken.bin", payload(3 * BLOB_SIZE))
-    storage.remove(file.blob_refs()[0].path)
-
-    # The view reads the first blob before answering, so no 200 goes out:
-    # the test client re-raises what a WSGI server turns into a 500.
-    with pytest.raises(BlobMissingError) as info:
-        admin_client.get(download_url(file))
-    assert isinstance(info.value, OSError)
-    assert info.value.file_id == file.pk and info.value.offset == 0
-
-
-def test_download_with_missing_middle_blob_sends_only_a_correct_prefix(
-    storage: StorageSetup, admin_client: Client
-) -> None:
-    data = payload(4 * BLOB_SIZE)
-    file = store("broken.bin", data)
-    storage.remove(file.blob_refs()[2].path)
-
-    response = admin_client.get(download_url(file))
-    received = bytearray()
-    with pytest.raises(BlobMissingError) as info:
-        for chunk in chunks(response):
-            received += chunk
-
-    assert info.value.offset == 2 * BLOB_SIZE
-    # Never a wrong byte: what came before the error is the file's own prefix,
-    # and it is short of Content-Length, so the client sees a truncated body.
-    assert len(received) <= 2 * BLOB_SIZE
-    assert data.startswith(received)
-    assert int(response["Content-Length"]) == len(data)
-
-
-def test_download_with_corrupt_first_blob_fails_before_the_response(
-    storage: StorageSetup, admin_client: Client
-) -> None:
-    data = payload(2 * BLOB_SIZE)
-    file = store("rotten.bin", data)
-    first = file.blob_refs()[0]
-    storage.corrupt(first.path, b"\0" * BLOB_SIZE)
-
-    with pytest.raises(BlobCorruptError):
-        admin_client.get(download_url(file))
-
-
-def test_fileblob_changelist_lists_blobs(storage: StorageSetup, admin_client: Client) -> None:
-    data = payload(2 * BLOB_SIZE + 5)
-    store("one.bin", data)
-    store("copy.bin", data)  # same blobs: dedupe means no new rows
-
-    response = admin_client.get(reverse("admin:chunkfiles_fileblob_changelist"))
-
-    assert response.status_code == 200
-    listed = {blob.checksum: blob for blob in response.context["cl"].result_list}
-    assert set(listed) == set(FileBlob.objects.values_list("checksum", flat=True))
-    assert sorted(blob.size for blob in listed.values()) == [5, BLOB_SIZE, BLOB_SIZE]
-    html = response.content.decode()
-    assert '<td class="field-human_size">64.0\xa0KB</td>' in html
-    assert all(c in html for c in listed)
-    blob = next(iter(listed.values()))
-    page = admin_client.get(reverse("admin:chunkfiles_fileblob_change", args=[blob.pk]))
-    assert page.status_code == 200
-    assert blob.checksum in page.content.decode()
-    assert 'name="_save"' not in page.content.decode()
-
-
-def test_blob_rows_cannot_be_deleted_from_the_admin(
-    storage: StorageSetup, admin_client: Client
-) -> None:
-    store("kept.bin", b"referenced bytes")
-    blob = FileBlob.objects.get()
-
-    response = admin_client.post(
-        reverse("admin:chunkfiles_fileblob_delete", args=[blob.pk]), {"post": "yes"}
+    FileBlobIndex.objects.bulk_create(
+        FileBlobIndex(file=f, blob=blob, offset=i * (blob.size or 0))
+        for f in files
+        for i in range(blobs_each)
     )
 
-    # Deleting the row would orphan its object; only garbage collection may.
-    assert response.status_code == 403
-    assert FileBlob.objects.filter(pk=blob.pk).exists()
+
+class TestFileChangelist:
+    def test_columns(self, fs_storage: StorageSetup, admin_client: Client) -> None:
+        report = store("report.pdf", payload(3 * BLOB_SIZE + 10), "application/pdf")
+        store("notes.txt", b"hello\n", "text/plain")
+
+        response = admin_client.get(FILES)
+
+        rows = {obj.name: obj for obj in response.context["cl"].result_list}
+        assert set(rows) == {"report.pdf", "notes.txt"}
+        assert (rows["report.pdf"].blob_total, rows["notes.txt"].blob_total) == (4, 1)
+        html = text(response)
+        assert '<td class="field-size_display">192.0\xa0KB</td>' in html
+        assert '<td class="field-size_display">6\xa0bytes</td>' in html
+        assert '<td class="field-blob_count">4</td>' in html
+        assert f'<code title="{report.checksum}">{report.checksum[:12]}</code>' in html
+        assert html.count('class="chunkfiles-download"') == 2
+        assert response.context["cl"].show_full_result_count is False
+
+    def test_query_count_is_the_same_at_10_and_1000_rows(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        blob = FileBlob.from_file(io.BytesIO(b"shared blob"))
+        many_files(10, blob)
+        counted_get(admin_client, FILES)  # warm caches (content types, session)
+        _, at_10 = counted_get(admin_client, FILES)
+        many_files(990, blob)
+        response, at_1000 = counted_get(admin_client, FILES)
+
+        assert at_1000 == at_10
+        assert len(response.context["cl"].result_list) == 100
+        assert {f.blob_total for f in response.context["cl"].result_list} == {3}
+        # Sorting by size and filtering by type keep it.
+        assert counted_get(admin_client, FILES, o="3")[1] == at_10
+        assert counted_get(admin_client, FILES, type="bulk")[1] == at_10
+
+    @pytest.mark.parametrize("by", ["name", "sha1", "blob sha256"])
+    def test_search(self, fs_storage: StorageSetup, admin_client: Client, by: str) -> None:
+        alpha = store("alpha.bin", payload(BLOB_SIZE + 5, seed=1))
+        store("beta.bin", payload(10, seed=2))
+        term = {
+            "name": "alp",
+            "sha1": alpha.checksum,
+            "blob sha256": alpha.blob_refs()[1].checksum.upper(),
+        }[by]
+
+        response = admin_client.get(FILES, {"q": term})
+
+        assert [f.name for f in response.context["cl"].result_list] == ["alpha.bin"]
+
+
+class TestFilePage:
+    def test_fields_and_paged_blobs(self, fs_storage: StorageSetup, admin_client: Client) -> None:
+        file = store("many.bin", payload(150 * 512), "application/x-thing", blob_size=512)
+        small = store("one.bin", b"1")
+        url = reverse("admin:chunkfiles_file_change", args=[file.pk])
+        counted_get(admin_client, reverse("admin:chunkfiles_file_change", args=[small.pk]))
+        _, small_queries = counted_get(
+            admin_client, reverse("admin:chunkfiles_file_change", args=[small.pk])
+        )
+
+        response, queries = counted_get(admin_client, url)
+
+        assert queries == small_queries + 1  # the total count, only when there are more
+        html = text(response)
+        offsets = re.findall(r'<td class="field-offset">(\d+)</td>', html)
+        assert offsets == [str(i * 512) for i in range(100)]
+        refs = file.blob_refs()
+        assert refs[99].checksum in html and refs[100].checksum not in html
+        assert f"{BLOBS}?file={file.pk}" in html
+        assert "Showing the first 100 of 150 blobs" in html
+        assert "75.0 KB (76,800 bytes)" in html.replace("\xa0", " ")
+        assert "&quot;Content-Type&quot;: &quot;application/x-thing&quot;" in html
+        assert download_url(file) in html
+        assert "7@" not in html and f"{file.pk}@" not in html
+        assert 'name="_save"' not in html and 'name="name"' not in html
+        # The blob changelist filtered by the file lists all of them.
+        blobs = admin_client.get(BLOBS, {"file": file.pk})
+        assert blobs.context["cl"].result_count == 150
+
+    def test_change_post_is_refused(self, fs_storage: StorageSetup, admin_client: Client) -> None:
+        file = store("five.bin", b"12345")
+        url = reverse("admin:chunkfiles_file_change", args=[file.pk])
+
+        assert admin_client.post(url, {"name": "renamed"}).status_code == 403
+        file.refresh_from_db()
+        assert file.name == "five.bin"
+
+    @pytest.mark.parametrize(
+        ("content_type", "served"),
+        [
+            ("image/png", "image/png"),
+            ("text/plain", "text/plain; charset=utf-8"),
+            ("text/html", "text/plain; charset=utf-8"),
+            ("image/svg+xml", None),
+            ("application/pdf", None),
+        ],
+    )
+    def test_preview(
+        self, fs_storage: StorageSetup, admin_client: Client, content_type: str, served: str | None
+    ) -> None:
+        data = b"<script>alert(1)</script>"
+        file = store("thing", data, content_type)
+        page = text(admin_client.get(reverse("admin:chunkfiles_file_change", args=[file.pk])))
+        url = reverse("admin:chunkfiles_file_preview", args=[file.pk])
+
+        response = admin_client.get(url)
+
+        if served is None:
+            assert response.status_code == 404
+            assert url not in page
+            return
+        assert url in page
+        assert response.status_code == 200
+        assert response["Content-Type"] == served
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert "sandbox" in response["Content-Security-Policy"]
+        assert response["Content-Disposition"].startswith("inline")
+        assert streamed(response) == data
+
+    def test_no_preview_over_the_size_limit(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        file = store("huge.txt", b"a" * (2 * 1024 * 1024 + 1), "text/plain", blob_size=1024 * 1024)
+
+        assert (
+            admin_client.get(reverse("admin:chunkfiles_file_preview", args=[file.pk])).status_code
+            == 404
+        )
+
+
+class TestUpload:
+    def test_add_form_stores_the_upload(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        data = payload(3 * 1024 * 1024 + 17)
+        upload = SimpleUploadedFile("report.csv", data, content_type="text/csv")
+
+        response = admin_client.post(
+            reverse("admin:chunkfiles_file_add"), {"upload": upload, "name": "", "type": "upload"}
+        )
+
+        file = File.objects.get()
+        assert response.status_code == 302
+        assert response["Location"] == reverse("admin:chunkfiles_file_change", args=[file.pk])
+        assert (file.name, file.type, file.size) == ("report.csv", "upload", len(data))
+        assert file.headers == {"Content-Type": "text/csv"}
+        with file.getfile() as fp:
+            assert fp.read() == data
+
+    def test_name_and_content_type_can_be_set(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        upload = SimpleUploadedFile("x.bin", b"{}")
+
+        admin_client.post(
+            reverse("admin:chunkfiles_file_add"),
+            {
+                "upload": upload,
+                "name": "config.json",
+                "type": "cfg",
+                "content_type": "application/json",
+            },
+        )
+
+        file = File.objects.get()
+        assert (file.name, file.type, file.headers) == (
+            "config.json",
+            "cfg",
+            {"Content-Type": "application/json"},
+        )
+
+    def test_without_add_permission_403(
+        self, fs_storage: StorageSetup, django_user_model: Any
+    ) -> None:
+        client = staff_client(django_user_model, "chunkfiles.view_file")
+        upload = SimpleUploadedFile("x.bin", b"data")
+
+        assert (
+            client.post(reverse("admin:chunkfiles_file_add"), {"upload": upload}).status_code == 403
+        )
+        assert not File.objects.exists()
+
+    def test_blob_add_is_forbidden(self, fs_storage: StorageSetup, admin_client: Client) -> None:
+        assert admin_client.get(reverse("admin:chunkfiles_fileblob_add")).status_code == 403
+
+
+class TestDelete:
+    def test_short_confirmation_and_blobs_left_for_gc(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        file = store("many.bin", payload(300 * 256), blob_size=256)
+        url = reverse("admin:chunkfiles_file_delete", args=[file.pk])
+
+        page = admin_client.get(url)
+
+        html = text(page)
+        assert "300 blob index rows" in html
+        assert html.count("<li>") < 10
+        assert "garbage collection" in html
+        admin_client.post(url, {"post": "yes"})
+        assert not File.objects.exists() and not FileBlobIndex.objects.exists()
+        assert FileBlob.objects.count() == 300
+        assert FileBlob.objects.unreferenced().count() == 300
+
+    def test_bulk_delete_confirmation_is_short(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        files = [store(f"f{n}.bin", payload(40 * 256, seed=n), blob_size=256) for n in range(3)]
+        data = {"action": "delete_selected", "_selected_action": [f.pk for f in files]}
+
+        html = text(admin_client.post(FILES, data))
+
+        assert "120 blob index rows" in html and html.count("<li>") < 10
+        admin_client.post(FILES, {**data, "post": "yes"})
+        assert not File.objects.exists() and FileBlob.objects.count() == 120
+
+    def test_view_only_staff_cannot_delete(
+        self, fs_storage: StorageSetup, django_user_model: Any
+    ) -> None:
+        file = store("keep.bin", b"x")
+        client = staff_client(django_user_model, "chunkfiles.view_file")
+
+        url = reverse("admin:chunkfiles_file_delete", args=[file.pk])
+        assert client.post(url, {"post": "yes"}).status_code == 403
+        assert File.objects.filter(pk=file.pk).exists()
+
+
+class TestActions:
+    def test_zip_of_selected(self, storage: StorageSetup, admin_client: Client) -> None:
+        a = store("report.pdf", payload(3 * BLOB_SIZE + 1, seed=1))
+        b = store("report.pdf", payload(100, seed=2))  # same name: made unique
+        c = store("../../etc/passwd", b"root:x:0:0\n")
+        e = store("empty", b"")
+
+        response = admin_client.post(
+            FILES, {"action": "download_zip", "_selected_action": [a.pk, b.pk, c.pk, e.pk]}
+        )
+
+        assert response["Content-Type"] == "application/zip"
+        assert response["Content-Disposition"] == 'attachment; filename="files.zip"'
+        body = streamed(response)
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            assert archive.testzip() is None
+            names = archive.namelist()
+            assert sorted(names) == sorted(
+                ["report.pdf", f"report~{b.pk}.pdf", "etc/passwd", "empty"]
+            )
+            assert archive.read("report.pdf") == payload(3 * BLOB_SIZE + 1, seed=1)
+            assert archive.read(f"report~{b.pk}.pdf") == payload(100, seed=2)
+            assert archive.read("etc/passwd") == b"root:x:0:0\n"
+            assert archive.read("empty") == b""
+
+    def test_verify_reports_each_file(self, storage: StorageSetup, admin_client: Client) -> None:
+        good = store("good.bin", payload(2 * BLOB_SIZE, seed=1))
+        bad = store("bad.bin", payload(2 * BLOB_SIZE, seed=2))
+        broken = bad.blob_refs()[1]
+        storage.corrupt(broken.path, b"\0" * BLOB_SIZE)
+
+        response = admin_client.post(
+            FILES,
+            {"action": "verify_integrity", "_selected_action": [good.pk, bad.pk]},
+            follow=True,
+        )
+
+        found = [(m.level_tag, m.message) for m in get_messages(response.wsgi_request)]
+        assert ("success", "good.bin: intact (2 blobs verified)") in found
+        errors = [msg for tag, msg in found if tag == "error"]
+        assert any(msg.startswith("bad.bin:") and broken.checksum in msg for msg in errors)
+        assert "Verified 2 files: 1 intact, 1 broken." in errors
+
+    def test_view_only_staff_can_zip(
+        self, fs_storage: StorageSetup, django_user_model: Any
+    ) -> None:
+        file = store("a.txt", b"hello")
+        client = staff_client(django_user_model, "chunkfiles.view_file")
+
+        response = client.post(FILES, {"action": "download_zip", "_selected_action": [file.pk]})
+
+        with zipfile.ZipFile(io.BytesIO(streamed(response))) as archive:
+            assert archive.read("a.txt") == b"hello"
+
+
+class TestBlobs:
+    def test_changelist_usage_gc_storage_and_dedupe(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        data = payload(2 * BLOB_SIZE + 5)
+        store("one.bin", data)
+        store("copy.bin", data)  # same blobs: deduplicated
+        loose = FileBlob.from_file(io.BytesIO(b"nobody uses me"))
+        loose.unused_since = timezone.now() - datetime.timedelta(hours=1)
+        loose.save()
+
+        response = admin_client.get(BLOBS)
+
+        rows = {b.checksum: b for b in response.context["cl"].result_list}
+        assert len(rows) == 4
+        assert rows[loose.checksum].use_count == 0
+        assert sorted(b.use_count for b in rows.values()) == [0, 2, 2, 2]
+        html = text(response).replace("\xa0", " ")
+        assert "unreferenced" in html
+        due = timezone.localtime(loose.unused_since + datetime.timedelta(days=1))
+        assert f"{due:%Y-%m-%d %H:%M}" in html
+        # 2 x 128.0 KB held by files, 128.0 KB + 14 bytes stored.
+        store_summary = response.context["store"]
+        assert store_summary["storages"] == [{"alias": "blobs", "blobs": 4, "size": "128.0\xa0KB"}]
+        assert store_summary["saved_percent"] == "50%"
+        assert "Deduplication saves" in html and "blobs: 4 blobs" in html
+
+    def test_unreferenced_filter_and_search(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        store("one.bin", b"used")
+        loose = FileBlob.from_file(io.BytesIO(b"loose"))
+
+        unreferenced = admin_client.get(BLOBS, {"usage": "unreferenced"})
+        found = admin_client.get(BLOBS, {"q": loose.checksum})
+
+        assert [b.pk for b in unreferenced.context["cl"].result_list] == [loose.pk]
+        assert [b.pk for b in found.context["cl"].result_list] == [loose.pk]
+
+    def test_query_count_is_the_same_at_10_and_1000_rows(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        def blobs(n: int, start: int) -> None:
+            FileBlob.objects.bulk_create(
+                FileBlob(checksum=f"{i:064x}", size=10, path=f"p/{i}")
+                for i in range(start, start + n)
+            )
+
+        blobs(10, 0)
+        counted_get(admin_client, BLOBS)
+        _, at_10 = counted_get(admin_client, BLOBS)
+        blobs(990, 10)
+        _, at_1000 = counted_get(admin_client, BLOBS)
+
+        assert at_1000 == at_10
+
+    def test_blob_page_lists_the_files_using_it(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        a = store("a.bin", b"same bytes")
+        b = store("b.bin", b"same bytes")
+        blob = FileBlob.objects.get()
+
+        html = text(admin_client.get(reverse("admin:chunkfiles_fileblob_change", args=[blob.pk])))
+
+        for file in (a, b):
+            assert reverse("admin:chunkfiles_file_change", args=[file.pk]) in html
+            assert file.name in html
+        assert 'name="_save"' not in html
+
+    def test_blob_rows_cannot_be_deleted(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        store("kept.bin", b"referenced bytes")
+        blob = FileBlob.objects.get()
+
+        url = reverse("admin:chunkfiles_fileblob_delete", args=[blob.pk])
+        assert admin_client.post(url, {"post": "yes"}).status_code == 403
+        assert FileBlob.objects.filter(pk=blob.pk).exists()
+
+
+@override_settings(ROOT_URLCONF="tests.custom_site")
+def test_custom_admin_site(fs_storage: StorageSetup, admin_client: Client) -> None:
+    file = store("custom.bin", payload(BLOB_SIZE + 1))
+
+    changelist = text(admin_client.get("/ops/chunkfiles/file/"))
+    page = text(admin_client.get(f"/ops/chunkfiles/file/{file.pk}/change/"))
+    response = admin_client.get(download_url(file, site="ops"), HTTP_RANGE="bytes=0-9")
+
+    assert f"/ops/chunkfiles/file/{file.pk}/download/" in changelist
+    assert (
+        "/ops/chunkfiles/fileblob/" in page
+        and "/admin/" not in page.split("<body")[1].split("logout")[0]
+    )
+    assert response.status_code == 206
+    assert streamed(response) == payload(BLOB_SIZE + 1)[:10]
+
+
+@pytest.mark.django_db(databases=["default", "files"])
+def test_tables_on_another_database(fs_storage: StorageSetup, admin_client: Client) -> None:
+    with override_settings(DATABASE_ROUTERS=["testproject.routers.ChunkfilesRouter"]):
+        file = store("routed.bin", payload(2 * BLOB_SIZE + 3))
+        assert file._state.db == "files"
+
+        response, _ = counted_get(admin_client, FILES)
+        assert [f.blob_total for f in response.context["cl"].result_list] == [3]
+        page = admin_client.get(reverse("admin:chunkfiles_file_change", args=[file.pk]))
+        assert page.status_code == 200 and file.blob_refs()[2].checksum in text(page)
+        download = admin_client.get(download_url(file), HTTP_RANGE="bytes=-3")
+        assert streamed(download) == payload(2 * BLOB_SIZE + 3)[-3:]
+        blobs = admin_client.get(BLOBS)
+        assert blobs.context["store"]["storages"][0]["blobs"] == 3
+    assert not File.objects.using("default").exists()

@@ -27,7 +27,10 @@ def test_columns_mirror_sentry():
     def columns(model: type[models.Model]) -> set[str]:
         return {f.column for f in model._meta.concrete_fields}
 
-    assert columns(FileBlob) == {"id", "path", "size", "checksum", "timestamp"}
+    sentry = {"id", "path", "size", "checksum", "timestamp"}
+    # Sentry's columns, plus where the object lives (storage moves), when it was
+    # found missing (healing) and since when no file uses it (GC grace).
+    assert columns(FileBlob) == sentry | {"storage", "lost_at", "unused_since"}
     assert columns(File) == {"id", "name", "type", "timestamp", "headers", "size", "checksum"}
     assert columns(FileBlobIndex) == {"id", "file_id", "blob_id", "offset"}
     assert FileBlob._meta.get_field("checksum").unique

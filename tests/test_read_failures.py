@@ -33,7 +33,8 @@ from chunkfiles.exceptions import (
     ChunkfilesError,
 )
 from chunkfiles.models import File, FileBlob, FileBlobIndex
-from chunkfiles.reader import BlobRef, ChunkedFileBlobIndexWrapper
+from chunkfiles.reader import open_refs
+from chunkfiles.refs import BlobRef
 from testproject.seaweed import free_port
 from testproject.tcpproxy import TcpProxy
 
@@ -291,7 +292,7 @@ class TestFailedReadKeepsPosition:
     @pytest.mark.parametrize("mode", ["lazy", "readahead"])
     def test_retried_after_a_transient_error(self, flaky: Any, mode: str, method: str) -> None:
         data, refs, fetch = flaky
-        with ChunkedFileBlobIndexWrapper(refs, fetch, **MODES[mode]) as reader:
+        with open_refs(refs, fetch=fetch, **MODES[mode]) as reader:
             read = getattr(reader, method)
             reader.seek(BLOB - 100)
             with pytest.raises(BlobReadError):

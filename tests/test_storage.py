@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from chunkfiles import s3
 from chunkfiles.models import File
-from chunkfiles.storage import StorageBlobStore, blob_storage, blob_store
+from chunkfiles.storage import StorageRawStore, blob_storage, blob_store
 
 from .conftest import BUCKET, s3_options
 
@@ -40,7 +40,8 @@ class Requests:
 @pytest.fixture
 def s3_requests(s3_storage) -> Iterator[Requests]:
     counter = Requests()
-    store = blob_store(connections=s3.MIN_POOL)
+    store = blob_store(connections=s3.MIN_POOL).raw
+    assert isinstance(store, s3.S3RawStore)
     store.client.meta.events.register("before-send.s3", counter)
     yield counter
     store.client.meta.events.unregister("before-send.s3", counter)
@@ -87,7 +88,7 @@ def test_both_django_storages_s3_names_take_the_fast_path(seaweed, backend, tmp_
         "blobs": {"BACKEND": backend, "OPTIONS": s3_options(seaweed, f"compat-{tmp_path.name}")},
     }
     with override_settings(STORAGES=storages, CHUNKFILES={"STORAGE": "blobs"}):
-        assert isinstance(blob_store(), s3.S3BlobStore)
+        assert isinstance(blob_store().raw, s3.S3RawStore)
         data = os.urandom(3 * BLOB)
         f = File.objects.create(name="compat", type="t")
         f.putfile(io.BytesIO(data), blob_size=BLOB)
@@ -99,7 +100,7 @@ def test_both_django_storages_s3_names_take_the_fast_path(seaweed, backend, tmp_
 
 
 def test_other_storages_go_through_storage_open(fs_storage):
-    assert isinstance(blob_store(), StorageBlobStore)
+    assert isinstance(blob_store().raw, StorageRawStore)
     opened: list[str] = []
 
     class Recording(FileSystemStorage):
@@ -110,8 +111,8 @@ def test_other_storages_go_through_storage_open(fs_storage):
     f = File.objects.create(name="fs", type="t")
     f.putfile(io.BytesIO(os.urandom(3 * BLOB)), blob_size=BLOB)
     store = blob_store()
-    assert isinstance(store, StorageBlobStore)
-    store.storage = Recording(location=fs_storage.options["location"])
+    assert isinstance(store.raw, StorageRawStore)
+    store.raw.storage = Recording(location=fs_storage.options["location"])
     assert store.get(f.blobs.first().path)
     assert len(opened) == 1
 
@@ -144,8 +145,8 @@ def test_one_put_per_new_blob_and_none_for_known_content(s3_requests):
 
 
 def test_shared_client_pool_covers_the_workers(s3_storage, caplog):
-    store = blob_store(connections=48)
-    assert store is blob_store(connections=8), "one client is shared, not one per call"
+    store = blob_store(connections=48).raw
+    assert store is blob_store(connections=8).raw, "one client is shared, not one per call"
     assert store.client.meta.config.max_pool_connections >= 48
     data = os.urandom(64 * 1024)
     f = File.objects.create(name="pool", type="t")

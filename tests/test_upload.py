@@ -13,7 +13,7 @@ from django.db import connections
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from chunkfiles.exceptions import ChecksumMismatchError
+from chunkfiles.exceptions import BlobWriteError, ChecksumMismatchError
 from chunkfiles.models import File, FileBlob, FileBlobIndex
 
 pytestmark = pytest.mark.django_db
@@ -190,15 +190,29 @@ def flaky_storages(tmp_path: Path, **options: int) -> dict[str, dict[str, object
     }
 
 
-def test_storage_failure_midway_leaves_no_rows_and_no_objects(tmp_path):
-    previous = os.urandom(2 * BLOB)
+def test_one_failed_save_is_retried(tmp_path):
+    data = os.urandom(20 * BLOB)
     with override_settings(
         STORAGES=flaky_storages(tmp_path, fail_save_on=7), CHUNKFILES={"STORAGE": "blobs"}
     ):
+        f = stored(data)  # save #7 fails once and is tried again
+        assert read_back(f) == data
+        objects = [p for p in (tmp_path / "flaky").rglob("*") if p.is_file()]
+        assert len(objects) == FileBlob.objects.count() == 20
+
+
+def test_storage_failure_midway_leaves_no_rows_and_no_objects(tmp_path):
+    previous = os.urandom(2 * BLOB)
+    with override_settings(
+        STORAGES=flaky_storages(tmp_path, fail_saves_from=7),
+        CHUNKFILES={"STORAGE": "blobs", "BACKOFF": 0.01},
+    ):
         f = stored(previous)  # 2 saves
         unsaved = File(name="never", type="test")
-        with pytest.raises(ConnectionError, match="injected"):
-            unsaved.putfile(io.BytesIO(os.urandom(20 * BLOB)), blob_size=BLOB)  # fails at save #7
+        with pytest.raises(BlobWriteError, match="injected") as failure:
+            unsaved.putfile(io.BytesIO(os.urandom(20 * BLOB)), blob_size=BLOB)  # fails from save #7
+        assert isinstance(failure.value, OSError)
+        assert failure.value.path and failure.value.path.startswith("chunkfiles/")
         assert not File.objects.filter(name="never").exists()
         assert FileBlob.objects.count() == 2
         objects = [p for p in (tmp_path / "flaky").rglob("*") if p.is_file()]
@@ -264,7 +278,7 @@ def test_s3_put_failing_midway_leaves_no_rows_and_no_objects(s3_storage):
         }
         with override_settings(STORAGES=storages, CHUNKFILES={"STORAGE": "blobs"}):
             unsaved = File(name="never", type="test")
-            with pytest.raises(Exception, match=r"(?i)connection|reset|closed|endpoint"):
+            with pytest.raises(BlobWriteError, match=r"(?i)connection|reset|closed|endpoint"):
                 unsaved.putfile(io.BytesIO(os.urandom(20 * BLOB)), blob_size=BLOB, workers=4)
         assert proxy.counts()["PUT"] >= 7
         assert puts >= 7

@@ -1,0 +1,245 @@
+"""Writes the blobs of an upload concurrently and records them as rows.
+
+A ``BlobWriter`` queues a PUT for every blob not stored yet, under a name it
+makes (so a failed PUT still leaves a name to clean up), and remembers how to
+read the bytes of every blob it deduplicated again: if garbage collection
+removes such a blob before the upload commits, it is written again instead
+of linking a file to a missing object.
+
+Objects are deleted only when no committed row can name them: everything
+written if the transaction is known to have rolled back; only the copies that
+lost a race to an identical upload if it committed; nothing at all if the
+commit's outcome is unknown (a lost reply): those wait for orphan collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from types import TracebackType
+from typing import IO, TYPE_CHECKING
+
+from django.db import connections
+from django.utils import timezone
+
+from .chunking import blob_checksum
+from .conf import chunkfiles_settings
+from .exceptions import BlobWriteError
+from .storage import blob_store, new_blob_name
+
+if TYPE_CHECKING:
+    from .models import FileBlob
+
+logger = logging.getLogger(__name__)
+
+#: Reads a deduplicated blob's bytes again from the caller's input.
+Reread = Callable[[], bytes]
+
+LOCK_BATCH = 500
+
+
+class VanishedError(Exception):
+    """Blobs this upload deduplicated onto were removed (or found lost) before it committed."""
+
+    def __init__(self, checksums: list[str]) -> None:
+        self.checksums = checksums
+        super().__init__(f"{len(checksums)} deduplicated blobs vanished before commit")
+
+
+class BlobWriter:
+    """Writes the blobs a batch of uploads needs, at most once each; a context manager."""
+
+    def __init__(self, using: str, workers: int) -> None:
+        self.using = using
+        self.workers = max(1, workers)
+        self.alias = chunkfiles_settings.STORAGE
+        self.store = blob_store(self.alias, connections=self.workers)
+        self.known: dict[str, FileBlob] = {}
+        self._rereads: dict[str, Reread | tuple[int, int]] = {}
+        self._spool: IO[bytes] | None = None
+        self._pending: dict[str, tuple[Future[str], int]] = {}
+        self._written: dict[str, tuple[str, int]] = {}
+        self._names: set[str] = set()
+        self._losers: list[str] = []
+        self._outcome = "open"  # then "committed" or "uncertain"
+        self._failed = threading.Event()
+        self._put_timeout = 2 * self.store.policy.deadline + 5
+        # Bounds memory: a queued write holds its blob's bytes until it runs;
+        # half a pool's worth of queue keeps every worker busy while we hash.
+        self._slots = threading.BoundedSemaphore(self.workers + (self.workers + 1) // 2)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="chunkfiles-upload")
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def lookup(self, checksums: Iterable[str]) -> None:
+        """Find which of ``checksums`` are stored already (one query per batch).
+
+        A blob marked lost does not count: its bytes are written again, which
+        heals every file that uses it.
+        """
+        from .models import FileBlob
+
+        unseen = [c for c in checksums if c not in self.known and c not in self._pending]
+        if unseen:
+            found = FileBlob.objects.using(self.using).by_checksums(unseen)
+            self.known.update((c, b) for c, b in found.items() if b.lost_at is None)
+
+    def add(self, checksum: str, data: bytes, reread: Reread | None = None) -> None:
+        """Queue ``data`` for writing unless its blob exists or is queued already."""
+        if checksum in self.known:
+            self._remember(checksum, data, reread)
+            return
+        if checksum in self._pending or checksum in self._written:
+            return
+        if self._failed.is_set():
+            self.wait()  # fail fast instead of reading the rest of the input
+        if not self._slots.acquire(timeout=self._put_timeout):
+            raise BlobWriteError(checksum, None, "no write slot freed in time")
+        name = new_blob_name()
+        self._names.add(name)
+        future = self._pool.submit(self.store.put, name, data, checksum)
+        future.add_done_callback(self._done)
+        self._pending[checksum] = (future, len(data))
+
+    def _done(self, future: Future[str]) -> None:
+        self._slots.release()
+        if not future.cancelled() and future.exception() is not None:
+            self._failed.set()
+
+    def _remember(self, checksum: str, data: bytes, reread: Reread | None) -> None:
+        if checksum in self._rereads:
+            return
+        if reread is not None:
+            self._rereads[checksum] = reread
+            return
+        # A pipe cannot be read twice: keep the bytes on disk, not in memory.
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile(prefix="chunkfiles-upload-")  # noqa: SIM115
+        offset = self._spool.seek(0, 2)
+        self._spool.write(data)
+        self._rereads[checksum] = (offset, len(data))
+
+    def _replay(self, checksum: str) -> bytes:
+        where = self._rereads[checksum]
+        if callable(where):
+            data = where()
+        else:
+            assert self._spool is not None
+            self._spool.seek(where[0])
+            data = self._spool.read(where[1])
+        if blob_checksum(data) != checksum:
+            raise BlobWriteError(
+                checksum, None, "the input changed during the upload; cannot write it again"
+            )
+        return data
+
+    def rewrite(self, checksums: list[str]) -> None:
+        """Write again blobs that vanished after this upload deduplicated onto them."""
+        for checksum in checksums:
+            self.known.pop(checksum, None)
+            self.add(checksum, self._replay(checksum))
+        self.wait()
+
+    def wait(self) -> None:
+        """Wait for every queued write; re-raise the first failure."""
+        for checksum, (future, size) in list(self._pending.items()):
+            name = future.result(timeout=self._put_timeout)
+            self._names.add(name)
+            self._written[checksum] = (name, size)
+            del self._pending[checksum]
+
+    def save_rows(self) -> dict[str, FileBlob]:
+        """Create and lock the rows of every blob used; call inside a transaction.
+
+        Returns every blob by checksum. Raises ``VanishedError`` when a blob
+        this upload deduplicated onto is gone or lost: the caller rolls back,
+        calls ``rewrite`` and tries again.
+        """
+        from .models import FileBlob
+
+        self.wait()
+        blobs = FileBlob.objects.using(self.using)
+        written = sorted(self._written.items())
+        if written:
+            blobs.bulk_create(
+                [FileBlob(checksum=c, path=n, size=s, storage=self.alias) for c, (n, s) in written],
+                ignore_conflicts=True,
+            )
+        # Lock in checksum order (as inserted): overlapping uploads then take
+        # their locks in one order and cannot deadlock each other; GC skips or
+        # waits for locked rows, so a blob locked here stays until we commit.
+        features = connections[self.using].features
+        locking = blobs.select_for_update(no_key=features.has_select_for_no_key_update)
+        wanted = sorted(set(self.known) | set(self._written))
+        rows: dict[str, FileBlob] = {}
+        for start in range(0, len(wanted), LOCK_BATCH):
+            batch = wanted[start : start + LOCK_BATCH]
+            rows.update(
+                (b.checksum, b) for b in locking.filter(checksum__in=batch).order_by("checksum")
+            )
+        vanished = [c for c in self.known if c not in rows or rows[c].lost_at is not None]
+        vanished += [c for c in self._written if c not in rows]
+        if vanished:
+            raise VanishedError(sorted(vanished))
+        self._losers = []
+        for checksum, (name, _) in written:
+            row = rows[checksum]
+            if row.path == name:
+                continue
+            if row.lost_at is not None:
+                # Heal: the row now names the object just written.
+                row.path, row.storage, row.lost_at = name, self.alias, None
+                row.save(update_fields=["path", "storage", "lost_at"], using=self.using)
+            else:
+                self._losers.append(name)  # an identical upload won the row
+        used = [b.pk for b in rows.values() if b.unused_since is not None]
+        if used:
+            blobs.filter(pk__in=used).update(unused_since=None)
+        self.known.update(rows)
+        return rows
+
+    def committed(self) -> None:
+        """The rows are saved: from now on the written objects are referenced."""
+        self._outcome = "committed"
+
+    def uncertain(self) -> None:
+        """The commit's outcome is unknown: delete nothing (orphans are collected later)."""
+        self._outcome = "uncertain"
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        futures = [future for future, _ in self._pending.values()]
+        for future in futures:
+            future.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        _, running = wait(futures, timeout=float(chunkfiles_settings.CLOSE_TIMEOUT))
+        if not running:
+            self._pool.shutdown(wait=True)  # threads are idle: this returns at once
+        if self._spool is not None:
+            self._spool.close()
+        if self._outcome == "committed":
+            doomed = self._losers
+        elif self._outcome == "uncertain":
+            logger.warning(
+                "commit outcome unknown at %s: keeping %d written objects for orphan collection",
+                timezone.now().isoformat(),
+                len(self._names),
+            )
+            return
+        else:
+            doomed = sorted(self._names)
+        for name in doomed:
+            try:
+                self.store.delete(name)
+            except Exception:
+                # Leaves an orphan object for garbage collection; the upload's
+                # own error (if any) is the one worth raising.
+                logger.warning("could not delete unused blob object %r", name, exc_info=True)

@@ -1,0 +1,220 @@
+"""Bulk jobs fanned out to real Celery worker processes (Redis and RabbitMQ on loopback)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from chunkfiles.dispatch import combine, dispatch, pk_batches
+from chunkfiles.importing import walk
+from chunkfiles.models import File, FileBlob, FileBlobIndex
+from chunkfiles.move import blobs_to_move
+from chunkfiles.safenames import safe_relpath
+from chunkfiles.tasks import checked_summary
+from chunkfiles.verify import verify_files
+from tests.celeryworkers import RABBITMQ, REDIS, Workers
+from tests.processes import ROOT
+from tests.twostores import Stores, read_all, two_storages
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FILES = 2000
+DISTINCT = 300
+BLOB = 1024
+
+
+@pytest.fixture
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    with two_storages(request.getfixturevalue("seaweed"), tmp_path) as setup:
+        yield setup
+
+
+@pytest.fixture
+def two_workers(stores: Stores, tmp_path: Path) -> Iterator[Workers]:
+    with Workers(REDIS, 2, tmp_path) as workers:
+        yield workers
+
+
+def bulk_files(count: int, distinct: int = DISTINCT) -> dict[int, bytes]:
+    """``count`` files of two blobs each, drawn from ``distinct`` stored blobs (rows in bulk)."""
+    datas = [os.urandom(BLOB) for _ in range(distinct)]
+    blobs = FileBlob.from_files([io.BytesIO(d) for d in datas])
+    picks = [(i % distinct, (7 * i + 3) % distinct) for i in range(count)]
+    files = File.objects.bulk_create(
+        File(
+            name=f"dir/{i:05}.bin",
+            type="bulk",
+            size=2 * BLOB,
+            checksum=hashlib.sha1(datas[a] + datas[b]).hexdigest(),
+        )
+        for i, (a, b) in enumerate(picks)
+    )
+    FileBlobIndex.objects.bulk_create(
+        FileBlobIndex(file=f, blob=blobs[ab[k]], offset=k * BLOB)
+        for f, ab in zip(files, picks, strict=True)
+        for k in (0, 1)
+    )
+    return {f.pk: datas[a] + datas[b] for f, (a, b) in zip(files, picks, strict=True)}
+
+
+def batches(ids: list[int], size: int, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    for start in range(0, len(ids), size):
+        yield {"file_ids": ids[start : start + size], **kwargs}
+
+
+class TestCeleryFanOut:
+    def test_export_and_verify_match_the_single_process_run(
+        self, two_workers: Workers, stores: Stores, tmp_path: Path
+    ) -> None:
+        files = bulk_files(FILES)
+        ids = sorted(files)
+        # Export everything, once here and once through the workers to the bucket.
+        manifest = tmp_path / "manifest.jsonl"
+        call_command(
+            "chunkfiles_export", "--all", "--output", str(tmp_path / "out"), "--parents",
+            "--manifest", str(manifest), stdout=io.StringIO(),
+        )  # fmt: skip
+        result = dispatch(
+            "chunkfiles.export_files", batches(ids, 150, alias="bucket", prefix="export/")
+        )
+        assert result["errors"] == [] and result["problems"] == []
+        assert (result["written"], result["bytes"]) == (FILES, 2 * BLOB * FILES)
+        lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+        assert len(lines) == FILES
+        # One listing instead of 2000 GETs: a single-part upload's ETag is its MD5.
+        etags = stores.etags("export/")
+        for line in lines:
+            local = (tmp_path / "out" / line["path"]).read_bytes()
+            assert local == files[line["id"]]
+            name = f"export/{line['id']}/{safe_relpath(line['name'], 'file')}"
+            assert etags[name] == hashlib.md5(local).hexdigest(), name
+        # Done again (a redelivered batch): everything is skipped, nothing rewritten.
+        again = dispatch(
+            "chunkfiles.export_files", batches(ids[:300], 150, alias="bucket", prefix="export/")
+        )
+        assert (again["skipped"], again["written"]) == (300, 0)
+
+        # Verify, with one blob object gone and one damaged.
+        broken = FileBlob.objects.order_by("pk")[:2]
+        stores.by_alias["disk"].remove(str(broken[0].path))
+        stores.by_alias["disk"].corrupt(str(broken[1].path), b"x" * BLOB)
+        here = checked_summary(verify_files(File.objects.all(), dry_run=True))
+        there = dispatch("chunkfiles.verify_files", batches(ids, 100, dry_run=True))
+        assert there["batches"] == FILES // 100 and there["errors"] == []
+        assert here["problems"], "the damaged blobs must show"
+        for key in ("checked", "bytes", "bad", "lost", "recovered"):
+            assert there[key] == here[key], key
+        assert sorted(there["problems"]) == sorted(here["problems"])
+        # Both workers took batches.
+        stats = two_workers.app.control.inspect(two_workers.names, timeout=2).stats() or {}
+        assert sorted(stats) == sorted(two_workers.names)
+        assert all(s["total"].get("chunkfiles.verify_files") for s in stats.values()), stats
+
+    def test_worker_killed_mid_batch_and_the_move_still_completes(
+        self, two_workers: Workers, stores: Stores
+    ) -> None:
+        files = bulk_files(200, distinct=240)
+        total = FileBlob.objects.count()
+        victim = two_workers.names[0]
+        killed: list[str] = []
+
+        def kill_once(result: dict[str, Any]) -> None:
+            if not killed and two_workers.busy(victim):
+                two_workers.kill(victim)
+                killed.append(victim)
+
+        work = (
+            {"blob_ids": ids, "dst": "bucket", "workers": 1, "delete_source": True}
+            for ids in pk_batches(blobs_to_move("bucket"), 8)
+        )
+        result = dispatch("chunkfiles.move_blobs", work, progress=kill_once, timeout=180)
+        assert killed, "the victim was never seen running a batch"
+        assert result["batches"] == -(-total // 8) and result["errors"] == []
+        assert result["problems"] == []
+        assert FileBlob.objects.filter(storage="bucket").count() == total
+        stores.check_rows()
+        read_all(files)
+        # The killed batch left at most its unnamed copies and undeleted old objects.
+        assert len(stores.orphans("bucket")) + len(stores.orphans("disk")) <= 8
+
+        # And back, through the command's --celery, on the surviving worker.
+        out = io.StringIO()
+        call_command(
+            "chunkfiles_move_storage", "--to", "disk", "--celery", "--batch-size", "50",
+            "--delete-source", stdout=out,
+        )  # fmt: skip
+        assert f"Moved {total} blob(s)" in out.getvalue()
+        assert FileBlob.objects.filter(storage="disk").count() == total
+        stores.check_rows()
+        assert stores.objects("bucket") == stores.orphans("bucket")
+        read_all(files)
+
+    def test_import_and_gc_sweep_tasks(
+        self, two_workers: Workers, stores: Stores, tmp_path: Path
+    ) -> None:
+        source = tmp_path / "src"
+        contents = {f"d{i % 3}/f{i}.txt": os.urandom(BLOB * (i % 4)) for i in range(30)}
+        contents["same/as-f1.txt"] = contents["d1/f1.txt"]
+        for name, data in contents.items():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes(data)
+        pairs = [[found.path, found.name] for found in walk([str(source)])]
+        work = [{"files": pairs[i : i + 7], "type": "upload"} for i in range(0, len(pairs), 7)]
+        result = dispatch("chunkfiles.import_files", work)
+        assert result["errors"] == []
+        assert (result["files"], result["skipped"], result["problems"]) == (31, 0, [])
+        assert result["bytes"] == sum(map(len, contents.values()))
+        # Done again (redelivered batches): nothing is stored twice.
+        again = dispatch("chunkfiles.import_files", work)
+        assert (again["files"], again["skipped"]) == (0, 31)
+        assert File.objects.count() == 31
+        for f in File.objects.all():
+            with f.getfile() as fh:
+                assert fh.read() == contents[f.name]
+
+        File.objects.all().delete()
+        sweep = dispatch("chunkfiles.gc_sweep", [{"grace": 0, "orphans": True}])
+        assert sweep["problems"] == [] and sweep["rows"] > 0
+        assert not FileBlob.objects.exists()
+        assert stores.objects("disk") == set()
+
+    def test_rabbitmq_as_the_broker(self, stores: Stores, tmp_path: Path) -> None:
+        files = bulk_files(300, distinct=50)
+        ids = sorted(files)
+        with Workers(RABBITMQ, 1, tmp_path):
+            there = dispatch("chunkfiles.verify_files", batches(ids, 40, dry_run=True))
+        here = checked_summary(verify_files(File.objects.all(), dry_run=True))
+        assert there["batches"] == 8 and there["errors"] == []
+        assert (there["checked"], there["bytes"], there["problems"]) == (300, 300 * 2 * BLOB, [])
+        assert (here["checked"], here["bytes"]) == (there["checked"], there["bytes"])
+
+
+class TestWithoutCelery:
+    def test_nothing_imports_celery(self) -> None:
+        script = (
+            "import sys, django; django.setup()\n"
+            "from django.core.management import call_command, load_command_class\n"
+            "import chunkfiles.move, chunkfiles.dispatch, chunkfiles.exportstore\n"
+            "for name in ('chunkfiles_move_storage', 'chunkfiles_export'):\n"
+            "    load_command_class('chunkfiles', name)\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu'))\n"
+            "assert not bad, bad\n"
+        )
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "testproject.settings"}
+        subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True)
+
+    def test_combine_sums_numbers_and_joins_lists(self) -> None:
+        total: dict[str, Any] = {}
+        combine(total, {"moved": 2, "bytes": 10, "problems": ["a"], "kind": "x"})
+        combine(total, {"moved": 1, "bytes": 5, "problems": ["b"], "kind": "y", "ok": True})
+        assert total == {"moved": 3, "bytes": 15, "problems": ["a", "b"], "kind": "x", "ok": True}

@@ -1,0 +1,34 @@
+"""Throwaway: files/s of verify and export, one process vs Celery with 1 and 2 workers."""
+import time
+import pytest
+from chunkfiles.dispatch import dispatch
+from chunkfiles.exportstore import export_to_storage
+from chunkfiles.models import File
+from chunkfiles.move import move_storage, tally
+from chunkfiles.tasks import checked_summary
+from chunkfiles.verify import verify_files
+from tests.celeryworkers import REDIS, Workers
+from tests.test_celery import batches, bulk_files, stores  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+N = 4000
+
+def test_bench(stores, tmp_path):
+    files = bulk_files(N, distinct=2000)
+    ids = sorted(files)
+    print("\nmove to bucket", tally(move_storage("bucket", workers=16))["moved"])
+    rows = []
+    t = time.monotonic(); r = checked_summary(verify_files(File.objects.all(), workers=16, dry_run=True), "files"); d = time.monotonic() - t
+    assert r["files"] == N and not r["problems"]; rows.append(("verify", "one process", d))
+    t = time.monotonic(); r = list(export_to_storage(ids, "bucket", "p0/", workers=8)); d = time.monotonic() - t
+    rows.append(("export", "one process", d))
+    for count in (1, 2):
+        with Workers(REDIS, count, tmp_path) as w:
+            t = time.monotonic(); r = dispatch("chunkfiles.verify_files", batches(ids, 200, dry_run=True)); d = time.monotonic() - t
+            assert r["files"] == N and not r["problems"], r["errors"]
+            rows.append(("verify", f"{count} worker(s)", d))
+            t = time.monotonic(); r = dispatch("chunkfiles.export_files", batches(ids, 200, alias="bucket", prefix=f"p{count}/")); d = time.monotonic() - t
+            assert r["written"] == N, r
+            rows.append(("export", f"{count} worker(s)", d))
+    for job, how, d in rows:
+        print(f"RESULT {job:7} {how:14} {d:6.2f} s {N / d:7.0f} files/s")
