@@ -241,8 +241,11 @@ def _delete_rows(db: str, ids: list[int], cutoff: datetime) -> list[_Gone]:
         if gone:
             # Django's PROTECT check, then the database's foreign key, refuse
             # (IntegrityError) if an index row names one of them after all.
-            with _unchecked(db):
-                _blobs(db).filter(pk__in=[pk for pk, _ in gone]).delete()
+            # One row per statement: a point lookup on the primary key locks
+            # just that row, where InnoDB may scan (and wait on) other rows
+            # for an IN list.
+            for pk, _ in gone:
+                _blobs(db).filter(pk=pk).delete()
     return [row for _, row in gone]
 
 

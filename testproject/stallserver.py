@@ -6,6 +6,8 @@ Modes (what every request gets once its headers have arrived):
   read, as a hung server or a black-holed load balancer would.
 - ``"midbody"``: ``200 OK`` headers with ``Content-Length: body_size`` and
   the first half of the body, then nothing more (the connection stays open).
+- ``"trickle"``: the same headers, then one body byte every
+  ``trickle_interval`` seconds: no single socket read ever times out.
 - ``"continue_close"``: ``HTTP/1.1 100 Continue`` (status line and the blank
   line) and then end of stream (a half-close: the server keeps reading, so
   the client gets a clean EOF rather than a reset).
@@ -27,9 +29,10 @@ import contextlib
 import selectors
 import socket
 import threading
+import time
 from types import TracebackType
 
-MODES = ("silent", "midbody", "continue_close", "continue_cut")
+MODES = ("silent", "midbody", "trickle", "continue_close", "continue_cut")
 #: What each ``continue_*`` mode sends before its end of stream.
 CONTINUE = {
     "continue_close": b"HTTP/1.1 100 Continue\r\n\r\n",
@@ -43,11 +46,12 @@ HEADER_LIMIT = 64 * 1024
 class StallServer:
     """Accepts HTTP connections on ``127.0.0.1`` and stalls them as ``mode`` says."""
 
-    def __init__(self, mode: str, body_size: int = 4096) -> None:
+    def __init__(self, mode: str, body_size: int = 4096, trickle_interval: float = 0.2) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
         self.body_size = body_size
+        self.trickle_interval = trickle_interval
         self.port = 0
         #: Connections accepted and request heads received, since start.
         self.connections = 0
@@ -59,6 +63,8 @@ class StallServer:
         self._stop = threading.Event()
         #: Request head received so far per connection; None once answered.
         self._heads: dict[socket.socket, bytes | None] = {}
+        #: Trickled connections: body bytes still to send and when the next one is due.
+        self._trickles: dict[socket.socket, tuple[int, float]] = {}
 
     @property
     def endpoint_url(self) -> str:
@@ -111,6 +117,7 @@ class StallServer:
                         self._accept()
                     else:
                         self._receive(sock)
+                self._trickle()
         finally:
             for sock in list(self._heads):
                 self._drop(sock)
@@ -153,23 +160,42 @@ class StallServer:
         self._answer(sock)
 
     def _answer(self, sock: socket.socket) -> None:
+        head = (
+            "HTTP/1.1 200 OK\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Length: {self.body_size}\r\n\r\n"
+        ).encode()
         try:
             if self.mode == "midbody":
-                head = (
-                    "HTTP/1.1 200 OK\r\n"
-                    "Content-Type: application/octet-stream\r\n"
-                    f"Content-Length: {self.body_size}\r\n\r\n"
-                ).encode()
                 sock.sendall(head + b"\0" * (self.body_size // 2))
+            elif self.mode == "trickle":
+                sock.sendall(head)
+                self._trickles[sock] = (self.body_size, time.monotonic())
             elif self.mode in CONTINUE:
                 sock.sendall(CONTINUE[self.mode])
                 sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._drop(sock)
 
+    def _trickle(self) -> None:
+        now = time.monotonic()
+        for sock, (left, due) in list(self._trickles.items()):
+            if due > now:
+                continue
+            try:
+                sock.send(b"\0")
+            except OSError:
+                self._drop(sock)
+                continue
+            if left > 1:
+                self._trickles[sock] = (left - 1, now + self.trickle_interval)
+            else:
+                del self._trickles[sock]
+
     def _drop(self, sock: socket.socket) -> None:
         assert self._selector is not None
         self._heads.pop(sock, None)
+        self._trickles.pop(sock, None)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
         sock.close()

@@ -1,9 +1,11 @@
 """Real Celery worker processes for the tests, against Redis or RabbitMQ on loopback.
 
-Each worker is its own process (``-P solo``: the task runs in the process we
-may SIGKILL), started with ``tests.processes.child_env`` so it shares the
-test's database and storages, on a queue of its own so parallel test runs on
-the same servers never take each other's tasks.
+Each worker is its own process (``-P threads -c 1``: one batch at a time, and
+the process still answers ``inspect`` while it runs one, so a test can see
+that it is busy before killing it with SIGKILL). It is started with
+``tests.processes.child_env``, so it shares the test's database and storages,
+and on a queue of its own, so parallel test runs on the same servers never
+take each other's tasks.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from tests.processes import ROOT, child_env
 
@@ -28,10 +29,11 @@ VISIBILITY = 4
 class Workers:
     """``count`` worker processes on one broker; a context manager that stops them."""
 
-    def __init__(self, broker: str, count: int, logs: Path) -> None:
+    def __init__(self, broker: str, count: int, logs: Path, visibility: float = VISIBILITY) -> None:
         from testproject.celery_app import make_app
 
         self.broker = broker
+        self.visibility = visibility
         self.queue = f"chunkfiles-test-{uuid.uuid4().hex[:8]}"
         self.names = [f"w{i}-{self.queue}@localhost" for i in range(count)]
         # The app ``dispatch`` uses in this process (celery.current_app).
@@ -53,22 +55,23 @@ class Workers:
         env = child_env(
             CHUNKFILES_CELERY_BROKER=self.broker,
             CHUNKFILES_CELERY_QUEUE=self.queue,
-            CHUNKFILES_CELERY_VISIBILITY=str(VISIBILITY),
+            CHUNKFILES_CELERY_VISIBILITY=str(self.visibility),
         )
         for name in self.names:
-            log = open(self.logs / f"{name.split('@')[0]}.log", "wb")
-            self.processes[name] = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "celery", "-A", "testproject.celery_app", "worker"),
-                    *("-P", "threads", "-c", "1", "-n", name, "-Q", self.queue, "-l", "INFO"),
-                    *("--without-gossip", "--without-mingle", "--without-heartbeat"),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            log.close()  # the child has its own descriptor
+            # The child keeps its own descriptor of the log.
+            with open(self.logs / f"{name.split('@')[0]}.log", "wb") as log:
+                self.processes[name] = subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "celery", "-A", "testproject.celery_app"),
+                        *("worker", "-P", "threads", "-c", "1", "-n", name, "-Q", self.queue),
+                        *("-l", "INFO", "--without-gossip", "--without-mingle"),
+                        "--without-heartbeat",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         self.wait_ready(self.names)
 
     def wait_ready(self, names: list[str], timeout: float = 60) -> None:

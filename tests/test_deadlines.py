@@ -142,6 +142,24 @@ class TestReadAgainstStalledStorage:
             assert requests == SMALL["ATTEMPTS"]
             assert elapsed >= SMALL["ATTEMPTS"] * SMALL["READ_TIMEOUT"] * 0.9
 
+    @pytest.mark.parametrize("mode", ["lazy", "readahead"])
+    def test_a_trickling_body_is_stopped_by_the_deadline(
+        self, s3_storage: Any, stored: File, mode: str
+    ) -> None:
+        # One byte every 0.2 s: no socket read ever times out; only DEADLINE ends it.
+        bound = SMALL["DEADLINE"] + SMALL["READ_TIMEOUT"] + SLACK
+        with stall_alias(s3_storage, "trickle") as server:
+            # Should the deadline not hold, ending the stream turns a hang into a failure.
+            rescue = threading.Timer(bound + 10, server.stop)
+            rescue.start()
+            try:
+                error, elapsed = timed_read(stored, mode)
+            finally:
+                rescue.cancel()
+        assert type(error) is BlobReadError, repr(error)
+        assert elapsed < bound, f"{mode}: {elapsed:.1f} s, bound {bound:.1f} s"
+        assert elapsed >= SMALL["DEADLINE"] * 0.9  # the trickle itself was not an error
+
     def test_default_settings_fail_a_read_within_60_seconds(self, s3_storage: Any) -> None:
         """The promise of issue 7 with nothing configured; takes ~45 s, so one mode only."""
         f = File(name="one.bin", type="test")

@@ -18,60 +18,9 @@ from django.utils.safestring import SafeString
 from ..conf import chunkfiles_settings
 from ..models import File, FileBlob, FileBlobIndex
 from .display import INLINE_ROWS, PageAnnotatingChangeList, exact_size, human_size, short_checksum
+from .filters import FileFilter, UsageFilter
 
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-class UsageFilter(admin.SimpleListFilter):
-    """Referenced, unreferenced (garbage collection candidates) or lost blobs."""
-
-    title = "usage"
-    parameter_name = "usage"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [
-            ("referenced", "Used by a file"),
-            ("unreferenced", "Unreferenced"),
-            ("lost", "Object lost"),
-        ]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        value = self.value()
-        if value == "referenced":
-            return queryset.referenced()  # type: ignore[attr-defined, no-any-return]
-        if value == "unreferenced":
-            return queryset.unreferenced()  # type: ignore[attr-defined, no-any-return]
-        if value == "lost":
-            return queryset.lost()  # type: ignore[attr-defined, no-any-return]
-        return queryset
-
-
-class FileFilter(admin.SimpleListFilter):
-    """``?file=<id>``: the blobs of one file, linked from its page.
-
-    Offers no choices until used: listing every file in the sidebar would
-    not scale. The admin applies only filters that have choices, so the
-    chosen file is its one choice.
-    """
-
-    title = "file"
-    parameter_name = "file"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        value = self.value()
-        if not value or not value.isdigit():
-            return []
-        name = File.objects.filter(pk=int(value)).values_list("name", flat=True).first()
-        return [(value, name or f"file {value}")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        value = self.value()
-        if not value:
-            return queryset
-        if not value.isdigit():
-            return queryset.none()
-        rows = FileBlobIndex.objects.filter(file_id=int(value)).values("blob_id")
-        return queryset.filter(pk__in=rows)
 
 
 def gc_due(blob: FileBlob) -> datetime.datetime | None:

@@ -28,6 +28,7 @@ from .display import (
     short_checksum,
 )
 from .download import file_response, preview_type
+from .filters import TypeFilter
 from .forms import FileUploadForm
 
 SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -46,7 +47,7 @@ class FileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "timestamp",
         "download_link",
     )
-    list_filter = ("type", "timestamp")
+    list_filter = (TypeFilter, "timestamp")
     search_fields = ("name",)
     search_help_text = "Name, whole-file SHA-1, or the SHA-256 of one of its blobs."
     ordering = ("-timestamp", "-pk")

@@ -1,0 +1,66 @@
+"""A read that finds an object gone marks its blob lost; the next upload heals it.
+
+And a reader whose index was loaded before a blob moved follows the blob.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from chunkfiles.exceptions import BlobMissingError
+from chunkfiles.models import File, FileBlob
+
+from .conftest import MODES
+
+pytestmark = pytest.mark.django_db
+BLOB = 4096
+
+
+def test_missing_object_is_marked_lost_then_healed_by_upload(storage, mode):
+    data = os.urandom(4 * BLOB)
+    old = File.objects.create(name="old", type="t")
+    old.putfile(io.BytesIO(data), blob_size=BLOB)
+    victim = old.blobs.order_by("fileblobindex__offset")[2]
+    storage.remove(victim.path)
+
+    with pytest.raises(BlobMissingError) as info:
+        with old.getfile(**MODES[mode]) as fp:
+            fp.read()
+    assert info.value.offset == 2 * BLOB
+    victim.refresh_from_db()
+    assert victim.lost_at is not None
+    assert FileBlob.objects.lost().count() == 1
+
+    new = File.objects.create(name="new", type="t")
+    new.putfile(io.BytesIO(data), blob_size=BLOB)  # writes the lost blob again
+    victim.refresh_from_db()
+    assert victim.lost_at is None and victim.path in storage.object_names()
+    assert FileBlob.objects.count() == 4, "healing reuses the row"
+    for f in (old, new):
+        with File.objects.get(pk=f.pk).getfile(**MODES[mode]) as fp:
+            assert fp.read() == data
+
+
+def test_reader_follows_a_blob_that_moved_after_it_opened(storage, mode):
+    data = os.urandom(3 * BLOB)
+    f = File.objects.create(name="moving", type="t")
+    f.putfile(io.BytesIO(data), blob_size=BLOB)
+    fp = f.getfile(**MODES[mode]) if mode != "prefetch" else None
+    # Move blob 1 to a new name (as chunkfiles_move_storage does), then drop the old object.
+    blob = f.blobs.order_by("fileblobindex__offset")[1]
+    from chunkfiles.storage import blob_store, new_blob_name
+
+    store = blob_store()
+    moved = store.put(new_blob_name(), store.get(blob.path), blob.checksum)
+    old_path = blob.path
+    FileBlob.objects.filter(pk=blob.pk).update(path=moved)
+    store.delete(old_path)
+    if fp is None:
+        fp = f.getfile(**MODES[mode])
+    with fp:
+        assert fp.read() == data
+    blob.refresh_from_db()
+    assert blob.lost_at is None
