@@ -72,7 +72,7 @@ def commit_rows(writer: BlobWriter, make_rows: Callable[[dict[str, FileBlob]], R
             continue
         except DatabaseError as error:
             if owns_transaction and retryable(error) and not last:
-                time.sleep(random.uniform(0.01, 0.05 * 2**attempt))  # jitter, not crypto
+                time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))  # jitter, not crypto
                 continue
             if committing and owns_transaction and not retryable(error):
                 writer.uncertain()

@@ -91,7 +91,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "DB_RETRIES",
-        5,
+        10,
         "Attempts of an upload's commit when the database reports a deadlock or a "
         "serialization failure (only when the upload owns the transaction).",
     ),

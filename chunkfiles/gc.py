@@ -1,4 +1,4 @@
-"""Garbage collection: blob rows no file uses, their objects, and orphan objects.
+"""Garbage collection: blob rows no file uses any more, and their objects.
 
 The plain Python API behind ``manage.py chunkfiles_gc``::
 
@@ -10,10 +10,10 @@ The plain Python API behind ``manage.py chunkfiles_gc``::
 row names (and clears it on blobs a file uses again), then removes blobs
 unused for longer than the grace period, a batch per transaction:
 
-1. lock the candidates (``SELECT ... FOR UPDATE SKIP LOCKED``: a blob an
-   upload holds is skipped, never waited for);
+1. lock the candidates (``SELECT ... FOR UPDATE SKIP LOCKED``, by checksum as
+   uploads lock them: a blob an upload holds is skipped, never waited for);
 2. check again, under the lock, that no index row names them;
-3. delete the rows; the database's foreign key refuses the delete of a blob
+3. delete the rows, one statement each; the foreign key refuses the delete of a blob
    an upload linked meanwhile (``IntegrityError``), and the batch is then
    retried one row at a time, keeping the linked ones;
 4. only after the commit, delete their objects.
@@ -123,21 +123,6 @@ def _attempts(action: Callable[[], T]) -> T | None:
             if attempt < ATTEMPTS:
                 time.sleep(0.01 * 2**attempt)
     return None  # busy: left for a later run
-
-
-def _unchecked(db: str) -> contextlib.AbstractContextManager[object]:
-    """On MariaDB/MySQL, the delete without InnoDB's own foreign key check.
-
-    That check locks index gaps next to other blobs' index rows and so
-    deadlocks with uploads linking those. It adds no safety here: the rows
-    are locked, and InnoDB makes any insert of an index row naming a blob
-    take a shared lock on the blob's row first, so none can appear after the
-    check under our lock. PostgreSQL and SQLite keep their (lock-free) check.
-    """
-    connection = connections[db]
-    if connection.vendor == "mysql":
-        return connection.constraint_checks_disabled()
-    return contextlib.nullcontext()
 
 
 def _locking(rows: FileBlobQuerySet, db: str) -> FileBlobQuerySet:

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 from django.db import connections
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .chunking import blob_checksum
@@ -39,6 +40,17 @@ logger = logging.getLogger(__name__)
 Reread = Callable[[], bytes]
 
 LOCK_BATCH = 500
+
+
+def share_locked(rows: QuerySet[FileBlob]) -> list[FileBlob]:
+    """``rows`` read with a shared row lock (none on SQLite, which locks the database)."""
+    using = rows.db
+    vendor = connections[using].vendor
+    clause = {"postgresql": " FOR SHARE", "mysql": " LOCK IN SHARE MODE"}.get(vendor)
+    if clause is None:
+        return list(rows)
+    sql, params = rows.query.get_compiler(using).as_sql()
+    return list(rows.model._default_manager.using(using).raw(sql + clause, params))
 
 
 class VanishedError(Exception):
@@ -169,18 +181,15 @@ class BlobWriter:
                 [FileBlob(checksum=c, path=n, size=s, storage=self.alias) for c, (n, s) in written],
                 ignore_conflicts=True,
             )
-        # Lock in checksum order (as inserted): overlapping uploads then take
-        # their locks in one order and cannot deadlock each other; GC skips or
-        # waits for locked rows, so a blob locked here stays until we commit.
-        features = connections[self.using].features
-        locking = blobs.select_for_update(no_key=features.has_select_for_no_key_update)
+        # Share-lock every row used, in checksum order: garbage collection
+        # cannot delete a row this upload links until it commits, while
+        # uploads sharing blobs do not block each other (an exclusive lock
+        # here would deadlock two uploads that both inserted a duplicate).
         wanted = sorted(set(self.known) | set(self._written))
         rows: dict[str, FileBlob] = {}
         for start in range(0, len(wanted), LOCK_BATCH):
-            batch = wanted[start : start + LOCK_BATCH]
-            rows.update(
-                (b.checksum, b) for b in locking.filter(checksum__in=batch).order_by("checksum")
-            )
+            batch = blobs.filter(checksum__in=wanted[start : start + LOCK_BATCH])
+            rows.update((b.checksum, b) for b in share_locked(batch.order_by("checksum")))
         vanished = [c for c in self.known if c not in rows or rows[c].lost_at is not None]
         vanished += [c for c in self._written if c not in rows]
         if vanished:
