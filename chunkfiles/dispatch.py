@@ -76,11 +76,12 @@ def dispatch(
     """
     app = _app(app)
     from celery.result import ResultSet
+    from kombu.utils.url import maybe_sanitize_url
 
     try:
         sent = [app.send_task(task_name, kwargs=batch) for batch in batches]
     except Exception as exc:
-        broker = app.conf.broker_url or "the broker"
+        broker = maybe_sanitize_url(app.conf.broker_url) or "the broker"  # no password
         raise CeleryUnavailableError(f"cannot send {task_name} to {broker}: {exc}") from exc
     total: Result = {"batches": 0, "errors": []}
 

@@ -11,6 +11,8 @@ worker on a filesystem storage has the wrong size and is written again.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +26,10 @@ from .export import Exported, ExportItem, checked_index, iter_items
 from .reader import open_refs
 from .refs import BlobRef, relocate
 from .safenames import safe_relpath
+from .storage import blob_store
+
+#: Files up to this size are read whole and written with one PUT.
+SMALL_FILE = 8 * 1024 * 1024
 
 
 def target_name(item: ExportItem, prefix: str) -> str:
@@ -31,25 +37,48 @@ def target_name(item: ExportItem, prefix: str) -> str:
     return f"{prefix}{item.id}/{safe_relpath(item.name, f'file-{item.id}')}"
 
 
-def _stored_size(storage: Storage, name: str) -> int | None:
-    """Size of the object ``name``, or None if there is none (one request)."""
-    try:
-        return int(storage.size(name))
-    except Exception:
-        # FileNotFoundError on a filesystem, a ClientError (404) on S3.
-        return None
+class _Target:
+    """The storage files are exported into, shared by the export's threads.
+
+    A small file is one PUT through the thread-safe ``BlobStore`` client; a
+    large one goes through django-storages, which uploads it in parts but is
+    not thread-safe (one call at a time), as are size look-ups.
+    """
+
+    def __init__(self, alias: str, workers: int) -> None:
+        self.storage: Storage = storages[alias]
+        self.store = blob_store(alias, connections=workers)
+        self.lock = threading.Lock()
+
+    def size(self, name: str) -> int | None:
+        """Size of the object ``name``, or None if there is none."""
+        if not self.store.exists(name):
+            return None
+        with self.lock:
+            return int(self.storage.size(name))
+
+    def delete(self, name: str) -> None:
+        self.store.delete(name)
+
+    def write(self, name: str, reader: IO[bytes], size: int) -> str:
+        """Store ``reader``'s bytes as ``name``; the name the storage used."""
+        if size <= SMALL_FILE:
+            data = reader.read()
+            return self.store.put(name, data, hashlib.sha256(data).hexdigest())
+        with self.lock:
+            return self.storage.save(name, DjangoFile(reader, name=name))
 
 
 def _export_one(
-    storage: Storage, item: ExportItem, refs: list[BlobRef], name: str, using: str
+    target: _Target, item: ExportItem, refs: list[BlobRef], name: str, using: str
 ) -> Exported:
     try:
-        found = _stored_size(storage, name)
+        found = target.size(name)
         if found is not None and found == item.size:
             return Exported(item, name, "skipped")
         index = checked_index(item, refs)
         if found is not None:
-            storage.delete(name)  # a partial file: Storage.save would pick another name
+            target.delete(name)  # a partial file: a filesystem would pick another name
         with open_refs(
             index.refs,
             file_id=item.id,
@@ -57,10 +86,10 @@ def _export_one(
             readahead=False,
             relocate=lambda ref: relocate(ref, using),
         ) as reader:
-            used = storage.save(name, DjangoFile(cast(IO[bytes], reader), name=name))
+            used = target.write(name, cast(IO[bytes], reader), index.size)
         if used != name:
             # Another worker doing the same batch created ``name`` meanwhile; its copy stays.
-            storage.delete(used)
+            target.delete(used)
     except OSError as exc:
         return Exported(item, name, "failed", str(exc))
     finally:
@@ -84,14 +113,14 @@ def export_to_storage(
     """
     from .models import File
 
-    storage = storages[alias]
+    target = _Target(alias, max(1, workers))
     files = File.objects.using(using).filter(pk__in=list(file_ids))
     pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunkfiles-export")
     running: deque[Future[Exported]] = deque()
     try:
         for item, refs in iter_items(files):
             name = target_name(item, prefix)
-            running.append(pool.submit(_export_one, storage, item, refs, name, files.db))
+            running.append(pool.submit(_export_one, target, item, refs, name, files.db))
             if len(running) >= 2 * max(1, workers):
                 yield running.popleft().result()
         while running:

@@ -220,6 +220,7 @@ class ReadAhead(Source):
         self._run = 0  # consecutive sequential blob transitions seen
         self._last: int | None = None
         self._wanted_until = -1
+        self._want_run = 0
         self._current: tuple[int, bytes] | None = None
         self._abandoned = False
 
@@ -229,7 +230,13 @@ class ReadAhead(Source):
 
     def _fill(self, after: int) -> None:
         """Keep blobs ``after+1 ...`` in flight: ``_ahead`` of them, or up to a wanted range."""
-        target = min(max(after + self._ahead, self._wanted_until), after + self.depth)
+        if self._wanted_until >= after and self._want_run < 2:
+            # Inside one read whose end is known, not part of a stream: fetch up
+            # to its end, no guessing beyond (a zip member must not pull in its
+            # neighbour).
+            target = min(self._wanted_until, after + self.depth)
+        else:
+            target = min(max(after + self._ahead, self._wanted_until), after + self.depth)
         target = min(target, len(self.index.refs) - 1)
         if self._next <= after:
             self._next = after + 1
@@ -241,6 +248,7 @@ class ReadAhead(Source):
 
     def want(self, first: int, last: int) -> None:
         self._wanted_until = max(self._wanted_until, last)
+        self._want_run = self._run
         if self._last is not None:
             self._fill(self._last)
 

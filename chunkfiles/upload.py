@@ -28,8 +28,12 @@ if TYPE_CHECKING:
 
 #: Checksums per lookup query; well under every backend's bound-parameter limit.
 CHECKSUM_BATCH = 500
-#: Bytes of chunks held while their dedupe lookup runs (one query per window).
-WINDOW_BYTES = 32 * 1024 * 1024
+#: Bytes of chunks held while their dedupe lookup runs (one query per window):
+#: at least this much, so small blobs are looked up many to a query...
+WINDOW_BYTES = 4 * 1024 * 1024
+#: ...and at most this many blobs more than the write queue already holds, so
+#: an upload's memory stays within ``1.5 * workers + WINDOW_BLOBS`` blobs.
+WINDOW_BLOBS = 2
 
 #: One blob for ``from_files``: a file object, or ``(fileobj, expected checksum)``.
 UploadItem: TypeAlias = "IO[bytes] | DjangoFile[bytes] | tuple[IO[bytes] | DjangoFile[bytes], str]"
@@ -94,8 +98,9 @@ def _reread(fileobj: Any, position: int, size: int) -> Any:
     return read
 
 
-def _upload(chunks: Iterator[tuple[Chunk, Any]], writer: BlobWriter) -> None:
-    for window in windows(chunks, WINDOW_BYTES, CHECKSUM_BATCH, size=lambda item: item[0].size):
+def _upload(chunks: Iterator[tuple[Chunk, Any]], writer: BlobWriter, blob_size: int) -> None:
+    window_bytes = max(WINDOW_BYTES, WINDOW_BLOBS * blob_size)
+    for window in windows(chunks, window_bytes, CHECKSUM_BATCH, size=lambda item: item[0].size):
         writer.lookup(chunk.checksum for chunk, _ in window)
         for chunk, reread in window:
             writer.add(chunk.checksum, chunk.data, reread)
@@ -151,7 +156,7 @@ def put_file(
         )
 
     with BlobWriter(db, workers) as writer:
-        _upload(hashed(), writer)
+        _upload(hashed(), writer, blob_size)
         created = commit_rows(writer, rows)
     return sorted(created, key=lambda row: row.offset)
 
@@ -202,6 +207,6 @@ def store_blobs(
             yield chunk, reread
 
     with BlobWriter(db, workers) as writer:
-        _upload(recorded(), writer)
+        _upload(recorded(), writer, 0)
         blobs = commit_rows(writer, lambda blobs: blobs)
     return [blobs[c] for c in order]

@@ -70,10 +70,17 @@ def zip_stream(members: Iterable[Member]) -> Iterator[bytes]:
         info = zipfile.ZipInfo(member.name, date_time=_zip_time(member.modified))
         info.compress_type = zipfile.ZIP_STORED
         info.external_attr = 0o644 << 16  # a regular file readable by all, as unzip expects
-        with archive.open(info, "w", force_zip64=True) as out:
-            for chunk in member.chunks():
-                out.write(chunk)
-                yield from sink.drain()
+        chunks = member.chunks()
+        try:
+            with archive.open(info, "w", force_zip64=True) as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    yield from sink.drain()
+        finally:
+            # Release the member's reader now, also when the download stops here.
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
         yield from sink.drain()
     archive.close()
     yield from sink.drain()

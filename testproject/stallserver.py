@@ -8,6 +8,9 @@ Modes (what every request gets once its headers have arrived):
   the first half of the body, then nothing more (the connection stays open).
 - ``"trickle"``: the same headers, then one body byte every
   ``trickle_interval`` seconds: no single socket read ever times out.
+- ``"slow_read"``: reads the request 1 KiB every ``trickle_interval``
+  seconds and never answers: a large upload's socket writes each make
+  progress, so no single write times out.
 - ``"continue_close"``: ``HTTP/1.1 100 Continue`` (status line and the blank
   line) and then end of stream (a half-close: the server keeps reading, so
   the client gets a clean EOF rather than a reset).
@@ -32,7 +35,9 @@ import threading
 import time
 from types import TracebackType
 
-MODES = ("silent", "midbody", "trickle", "continue_close", "continue_cut")
+MODES = ("silent", "midbody", "trickle", "slow_read", "continue_close", "continue_cut")
+#: Request bytes a ``slow_read`` connection takes per interval.
+SLOW_READ_BYTES = 1024
 #: What each ``continue_*`` mode sends before its end of stream.
 CONTINUE = {
     "continue_close": b"HTTP/1.1 100 Continue\r\n\r\n",
@@ -65,6 +70,8 @@ class StallServer:
         self._heads: dict[socket.socket, bytes | None] = {}
         #: Trickled connections: body bytes still to send and when the next one is due.
         self._trickles: dict[socket.socket, tuple[int, float]] = {}
+        #: ``slow_read`` connections and when their next read is due.
+        self._slow: dict[socket.socket, float] = {}
 
     @property
     def endpoint_url(self) -> str:
@@ -132,13 +139,18 @@ class StallServer:
             return
         conn.setblocking(False)
         self._heads[conn] = b""
-        self._selector.register(conn, selectors.EVENT_READ)
+        if self.mode == "slow_read":  # read on a timer, not when data is there
+            # A small fixed window, so the client's writes block at once.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            self._slow[conn] = time.monotonic()
+        else:
+            self._selector.register(conn, selectors.EVENT_READ)
         with self._lock:
             self.connections += 1
 
-    def _receive(self, sock: socket.socket) -> None:
+    def _receive(self, sock: socket.socket, limit: int = 65536) -> None:
         try:
-            data = sock.recv(65536)
+            data = sock.recv(limit)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -157,7 +169,8 @@ class StallServer:
         self._heads[sock] = None
         with self._lock:
             self.requests += 1
-        self._answer(sock)
+        if self.mode != "slow_read":
+            self._answer(sock)
 
     def _answer(self, sock: socket.socket) -> None:
         head = (
@@ -179,6 +192,10 @@ class StallServer:
 
     def _trickle(self) -> None:
         now = time.monotonic()
+        for sock, due in list(self._slow.items()):
+            if due <= now:
+                self._slow[sock] = now + self.trickle_interval
+                self._receive(sock, SLOW_READ_BYTES)
         for sock, (left, due) in list(self._trickles.items()):
             if due > now:
                 continue
@@ -196,6 +213,7 @@ class StallServer:
         assert self._selector is not None
         self._heads.pop(sock, None)
         self._trickles.pop(sock, None)
+        self._slow.pop(sock, None)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
         sock.close()

@@ -19,8 +19,17 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from chunkfiles.exceptions import BlobMissingError
 from chunkfiles.models import File, FileBlob, FileBlobIndex
-from tests.admin_helpers import BLOB_SIZE, download_url, payload, staff_client, store, streamed
+from tests.admin_helpers import (
+    BLOB_SIZE,
+    chunks,
+    download_url,
+    payload,
+    staff_client,
+    store,
+    streamed,
+)
 
 if TYPE_CHECKING:
     from tests.conftest import StorageSetup
@@ -311,6 +320,26 @@ class TestActions:
             assert archive.read(f"report~{b.pk}.pdf") == payload(100, seed=2)
             assert archive.read("etc/passwd") == b"root:x:0:0\n"
             assert archive.read("empty") == b""
+
+    def test_zip_with_a_broken_blob_fails_mid_archive(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        good = store("a-good.bin", payload(BLOB_SIZE, seed=1))
+        bad = store("b-bad.bin", payload(8 * BLOB_SIZE, seed=2))
+        fs_storage.remove(bad.blob_refs()[6].path)
+
+        response = admin_client.post(
+            FILES, {"action": "download_zip", "_selected_action": [good.pk, bad.pk]}
+        )
+        received = bytearray()
+        with pytest.raises(BlobMissingError):
+            for chunk in chunks(response):
+                received += chunk
+
+        # The archive has no central directory: no tool takes it for a whole one.
+        assert 2 * BLOB_SIZE < len(received) < 8 * BLOB_SIZE
+        with pytest.raises(zipfile.BadZipFile):
+            zipfile.ZipFile(io.BytesIO(bytes(received)))
 
     def test_verify_reports_each_file(self, storage: StorageSetup, admin_client: Client) -> None:
         good = store("good.bin", payload(2 * BLOB_SIZE, seed=1))

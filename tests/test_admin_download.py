@@ -7,10 +7,13 @@ filesystem storage that counts the objects it opens.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from django.conf import settings
 from django.core.files.storage import storages
 from django.http import StreamingHttpResponse
 from django.test import Client, override_settings
@@ -18,6 +21,7 @@ from django.urls import reverse
 from django.utils.http import http_date
 
 from chunkfiles.exceptions import BlobCorruptError, BlobMissingError
+from chunkfiles.models import File
 from tests.admin_helpers import (
     BLOB_SIZE,
     chunks,
@@ -69,11 +73,7 @@ def test_download_headers(storage: StorageSetup, admin_client: Client) -> None:
 
 
 @override_settings(
-    MIDDLEWARE=[
-        m
-        for m in __import__("django.conf").conf.settings.MIDDLEWARE
-        if "SecurityMiddleware" not in m
-    ]
+    MIDDLEWARE=[m for m in settings.MIDDLEWARE if not m.endswith(".SecurityMiddleware")]
 )
 def test_nosniff_comes_from_the_view_not_the_middleware(
     fs_storage: StorageSetup, admin_client: Client
@@ -366,3 +366,29 @@ def test_head_sends_headers_without_reading(counting: Any, admin_client: Client)
     assert response.status_code == 206
     assert response["Content-Length"] == "10"
     assert counting.opens == 0
+
+
+def test_file_without_stored_content_is_404(fs_storage: StorageSetup, admin_client: Client) -> None:
+    file = File.objects.create(name="pending.bin", type="artifact")
+
+    assert admin_client.get(download_url(file)).status_code == 404
+    page = admin_client.get(reverse("admin:chunkfiles_file_change", args=[file.pk]))
+    assert page.status_code == 200
+    assert "no stored content" in page.content.decode()
+
+
+def test_a_response_closed_before_its_body_releases_the_reader(
+    fs_storage: StorageSetup, admin_client: Client
+) -> None:
+    file = store("abandoned.bin", DATA)
+
+    response = admin_client.get(download_url(file))
+    # The read-ahead is running: the first chunk was read before answering.
+    assert any(t.name.startswith("chunkfiles-") for t in threading.enumerate())
+    response.close()  # as a WSGI server does when the client left at once
+
+    # The autouse fixture checks that no chunkfiles thread is left; say it here too.
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("chunkfiles-") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "reader threads still running"
+        time.sleep(0.01)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from chunkfiles.dispatch import combine, dispatch, pk_batches
 from chunkfiles.importing import walk
@@ -24,7 +24,7 @@ from chunkfiles.tasks import checked_summary
 from chunkfiles.verify import verify_files
 from tests.celeryworkers import RABBITMQ, REDIS, Workers
 from tests.processes import ROOT
-from tests.twostores import Stores, read_all, two_storages
+from tests.twostores import Stores, make_files, read_all, two_storages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -197,6 +197,23 @@ class TestCeleryFanOut:
         assert there["batches"] == 8 and there["errors"] == []
         assert (there["checked"], there["bytes"], there["problems"]) == (300, 300 * 2 * BLOB, [])
         assert (here["checked"], here["bytes"]) == (there["checked"], there["bytes"])
+
+
+class TestBrokerDown:
+    def test_command_says_so_in_one_line(self, stores: Stores) -> None:
+        from celery import Celery
+        from celery._state import get_current_app
+
+        make_files(1, blobs=1)
+        previous = get_current_app()
+        down = Celery("down", broker="redis://127.0.0.1:1/0", backend=REDIS, set_as_current=True)
+        try:
+            with pytest.raises(CommandError, match=r"^cannot send chunkfiles.move_blobs to redis"):
+                call_command("chunkfiles_move_storage", "--to", "bucket", "--celery")
+        finally:
+            down.close()
+            previous.set_current()
+        assert not FileBlob.objects.filter(storage="bucket").exists()
 
 
 class TestWithoutCelery:

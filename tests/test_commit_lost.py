@@ -17,7 +17,10 @@ from django.db import DatabaseError, connections
 from chunkfiles.models import File, FileBlob
 from testproject.dbproxy import CommitCuttingProxy
 
-pytestmark = [pytest.mark.race, pytest.mark.django_db(transaction=True, databases=["default", "proxied"])]
+pytestmark = [
+    pytest.mark.race,
+    pytest.mark.django_db(transaction=True, databases=["default", "proxied"]),
+]
 
 BLOB = 4096
 
@@ -42,7 +45,9 @@ def proxied_db() -> Iterator[CommitCuttingProxy]:
 def test_lost_commit_reply_keeps_every_committed_object(storage, proxied_db, shared):
     data = os.urandom(6 * BLOB)
     if shared:  # half the blobs exist already: the upload links and writes
-        File.objects.create(name="earlier", type="t").putfile(io.BytesIO(data[: 3 * BLOB]), blob_size=BLOB)
+        File.objects.create(name="earlier", type="t").putfile(
+            io.BytesIO(data[: 3 * BLOB]), blob_size=BLOB
+        )
     f = File.objects.using("proxied").create(name="cut", type="t")
     proxied_db.cut_after_commit()
     with pytest.raises(DatabaseError):

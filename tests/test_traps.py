@@ -117,7 +117,12 @@ def test_a_stream_returning_more_than_asked_is_refused(storage):
 
 @pytest.mark.parametrize(
     "headers",
-    [["Content-Type", "text/plain"], "text/plain", {"Content-Length": 5}, {"X": "a\r\nSet-Cookie: x"}],
+    [
+        ["Content-Type", "text/plain"],
+        "text/plain",
+        {"Content-Length": 5},
+        {"X": "a\r\nSet-Cookie: x"},
+    ],
     ids=["list", "str", "int-value", "crlf"],
 )
 def test_headers_must_be_a_dict_of_strings(storage, headers):

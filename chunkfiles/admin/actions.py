@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
@@ -34,8 +34,8 @@ def _members(files: list[File]) -> Iterator[Member]:
         name = names.claim(file.name, str(file.pk))
         size = file.size or 0
 
-        def chunks(file: File = file, size: int = size) -> Iterator[bytes]:
-            return body_chunks(file, 0, size) if size else iter(())
+        def chunks(file: File = file, size: int = size) -> Iterable[bytes]:
+            return body_chunks(file, 0, size) if size else ()
 
         yield Member(name, file.timestamp, chunks)
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+
+from ..conf import chunkfiles_settings
+from ..models import FileBlobIndex
+
+if TYPE_CHECKING:
+    from ..models import File
 
 #: Rows of a file's blobs (or a blob's files) shown on its page; the rest are a link away.
 INLINE_ROWS = 100
@@ -48,3 +54,46 @@ class PageAnnotatingChangeList(ChangeList):
         annotate: Callable[[Iterable[Any]], None] = self.model_admin.annotate_page  # type: ignore[attr-defined]
         annotate(rows)
         self.result_list = rows
+
+
+def file_blobs_table(file: File, blob_url: Callable[[int], str], all_url: str) -> SafeString:
+    """The first ``INLINE_ROWS`` blobs of ``file`` as a table, and a link to all of them.
+
+    Two small queries whatever the file's size: a 5 GiB file of 5,120 blobs
+    renders 100 rows, not 5.8 MB of HTML.
+    """
+    index = FileBlobIndex.objects.using(file._state.db).filter(file_id=file.pk)
+    columns = ("offset", "blob_id", "blob__size", "blob__checksum", "blob__storage")
+    rows = list(index.order_by("offset").values_list(*columns)[:INLINE_ROWS])
+    total = index.count() if len(rows) == INLINE_ROWS else len(rows)
+    body = format_html_join(
+        "",
+        '<tr><td class="field-offset">{}</td><td class="field-size">{}</td>'
+        '<td class="field-blob"><a href="{}"><code>{}</code></a></td><td>{}</td></tr>',
+        (
+            (
+                offset,
+                human_size(size),
+                blob_url(pk),
+                checksum,
+                storage or chunkfiles_settings.STORAGE,
+            )
+            for offset, pk, size, checksum, storage in rows
+        ),
+    )
+    more: SafeString | str = ""
+    if total > len(rows):
+        more = format_html(
+            '<p class="chunkfiles-more">Showing the first {} of {} blobs. '
+            '<a href="{}">All {} blobs</a></p>',
+            len(rows),
+            total,
+            all_url,
+            total,
+        )
+    return format_html(
+        '<table class="chunkfiles-blobs"><thead><tr><th>offset</th><th>size</th>'
+        "<th>SHA-256</th><th>storage</th></tr></thead><tbody>{}</tbody></table>{}",
+        body,
+        more,
+    )

@@ -59,7 +59,7 @@ def etag_of(file: File) -> str | None:
     return f'"{file.checksum}"' if file.checksum else None
 
 
-def body_chunks(file: File, start: int, length: int) -> Iterator[bytes]:
+def body_chunks(file: File, start: int, length: int) -> Body:
     """Bytes ``start .. start+length`` of ``file``, in chunks; the first is read now.
 
     Reading the first chunk before returning lets a file broken at that
@@ -83,7 +83,7 @@ def body_chunks(file: File, start: int, length: int) -> Iterator[bytes]:
     except BaseException:
         reader.close()
         raise
-    return _rest(reader, file, first, length - len(first))
+    return Body(reader, file, first, length - len(first))
 
 
 def _read(reader: ChunkedFileBlobIndexWrapper, file: File, n: int) -> bytes:
@@ -105,18 +105,35 @@ def _read(reader: ChunkedFileBlobIndexWrapper, file: File, n: int) -> bytes:
     return data
 
 
-def _rest(
-    reader: ChunkedFileBlobIndexWrapper, file: File, first: bytes, left: int
-) -> Iterator[bytes]:
-    try:
-        if first:
-            yield first
-        while left > 0:
-            data = _read(reader, file, min(CHUNK, left))
-            left -= len(data)
-            yield data
-    finally:
-        reader.close()
+class Body:
+    """A response body over an open reader; ``close()`` releases the reader.
+
+    The server closes the body even when it never iterated it (the client
+    left before the first byte), which a generator's ``finally`` would miss.
+    """
+
+    def __init__(
+        self, reader: ChunkedFileBlobIndexWrapper, file: File, first: bytes, left: int
+    ) -> None:
+        self._reader = reader
+        self._file = file
+        self._first = first
+        self._left = left
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            if self._first:
+                yield self._first
+            while self._left > 0:
+                data = _read(self._reader, self._file, min(CHUNK, self._left))
+                self._left -= len(data)
+                yield data
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the read-ahead and free its blobs; idempotent."""
+        self._reader.close()
 
 
 def file_response(

@@ -11,19 +11,19 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from ..models import File, FileBlobIndex
 from .actions import download_zip, verify_integrity
 from .display import (
-    INLINE_ROWS,
     PageAnnotatingChangeList,
     exact_size,
+    file_blobs_table,
     human_size,
     short_checksum,
 )
@@ -98,7 +98,7 @@ class FileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return queryset.filter(checksum=term.lower()), False
         if SHA256.match(term):
             with_blob = FileBlobIndex.objects.filter(blob__checksum=term.lower())
-            return queryset.filter(Q(pk__in=with_blob.values("file_id"))), False
+            return queryset.filter(pk__in=with_blob.values("file_id")), False
         return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="size", ordering="size")
@@ -180,48 +180,10 @@ class FileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="blobs")
     def blob_table(self, obj: File) -> SafeString:
-        rows = list(
-            FileBlobIndex.objects.using(obj._state.db)
-            .filter(file_id=obj.pk)
-            .order_by("offset")
-            .values_list("offset", "blob_id", "blob__size", "blob__checksum", "blob__storage")[
-                :INLINE_ROWS
-            ]
-        )
-        total = len(rows)
-        if total == INLINE_ROWS:
-            total = FileBlobIndex.objects.using(obj._state.db).filter(file_id=obj.pk).count()
-        body = format_html_join(
-            "",
-            '<tr><td class="field-offset">{}</td><td class="field-size">{}</td>'
-            '<td class="field-blob"><a href="{}"><code>{}</code></a></td><td>{}</td></tr>',
-            (
-                (
-                    offset,
-                    human_size(size),
-                    self._url("fileblob_change", pk),
-                    checksum,
-                    storage or "default",
-                )
-                for offset, pk, size, checksum, storage in rows
-            ),
-        )
-        more = ""
-        if total > len(rows):
-            url = self._url("fileblob_changelist") + f"?file={obj.pk}"
-            more = format_html(
-                '<p class="chunkfiles-more">Showing the first {} of {} blobs. '
-                '<a href="{}">All {} blobs</a></p>',
-                len(rows),
-                total,
-                url,
-                total,
-            )
-        return format_html(
-            '<table class="chunkfiles-blobs"><thead><tr><th>offset</th><th>size</th>'
-            "<th>SHA-256</th><th>storage</th></tr></thead><tbody>{}</tbody></table>{}",
-            body,
-            more,
+        return file_blobs_table(
+            obj,
+            lambda pk: self._url("fileblob_change", pk),
+            self._url("fileblob_changelist") + f"?file={obj.pk}",
         )
 
     # -- upload ------------------------------------------------------------
