@@ -63,27 +63,24 @@ def test_lost_commit_reply_keeps_every_committed_object(storage, proxied_db, sha
         assert fp.read() == data
 
 
-def test_commit_refused_before_it_reached_the_server_cleans_up(storage, proxied_db):
-    """The control case: a connection lost before COMMIT rolls back, and the
+class InjectedError(Exception):
+    pass
+
+
+def test_failure_before_commit_removes_the_upload_objects(storage, proxied_db, monkeypatch):
+    """The control case: a failure before COMMIT is a certain rollback, and the
     upload's objects are removed (their rows can never be committed)."""
+    from chunkfiles.writer import BlobWriter
+
+    save_rows = BlobWriter.save_rows
+
+    def save_rows_then_fail(self: BlobWriter) -> object:
+        save_rows(self)
+        raise InjectedError
+
+    monkeypatch.setattr(BlobWriter, "save_rows", save_rows_then_fail)
     f = File.objects.using("proxied").create(name="rolled-back", type="t")
-    conn = connections["proxied"]
-
-    class Boom(Exception):
-        pass
-
-    def rows_then_fail(*args, **kwargs):
-        raise Boom
-
-    from chunkfiles import writer
-
-    original = writer.BlobWriter.save_rows
-    writer.BlobWriter.save_rows = lambda self: (original(self), rows_then_fail())[1]  # type: ignore[method-assign]
-    try:
-        with pytest.raises(Boom):
-            f.putfile(io.BytesIO(os.urandom(4 * BLOB)), blob_size=BLOB)
-    finally:
-        writer.BlobWriter.save_rows = original  # type: ignore[method-assign]
-    conn.close()
+    with pytest.raises(InjectedError):
+        f.putfile(io.BytesIO(os.urandom(4 * BLOB)), blob_size=BLOB)
     assert FileBlob.objects.count() == 0
     assert storage.object_names() == []

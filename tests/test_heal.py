@@ -26,9 +26,8 @@ def test_missing_object_is_marked_lost_then_healed_by_upload(storage, mode):
     victim = old.blobs.order_by("fileblobindex__offset")[2]
     storage.remove(victim.path)
 
-    with pytest.raises(BlobMissingError) as info:
-        with old.getfile(**MODES[mode]) as fp:
-            fp.read()
+    with pytest.raises(BlobMissingError) as info, old.getfile(**MODES[mode]) as fp:
+        fp.read()
     assert info.value.offset == 2 * BLOB
     victim.refresh_from_db()
     assert victim.lost_at is not None
