@@ -201,6 +201,11 @@ class File(models.Model):
 
     class Meta:
         verbose_name = "file"
+        # The admin sorts by size and filters by type over millions of rows.
+        indexes = [
+            models.Index(fields=["size"], name="chunkfiles_file_size"),
+            models.Index(fields=["type", "timestamp"], name="chunkfiles_file_type_time"),
+        ]
 
     def __str__(self) -> str:
         return self.name

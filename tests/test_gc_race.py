@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from io import StringIO
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class TestCollectWhileUploading:
         # The writer logs each time GC removed a blob it deduplicated onto.
         caplog.set_level(logging.INFO, logger="chunkfiles.commit")
         kept: dict[int, bytes] = {}
-        errors: list[BaseException] = []
+        errors: list[str] = []
 
         def churn(seed: int) -> None:
             # Each thread keeps at most one file: every round deletes the last
@@ -77,7 +78,7 @@ class TestCollectWhileUploading:
                 if mine is not None:
                     kept[mine[0]] = mine[1]
             except BaseException as exc:  # reported in the test's thread
-                errors.append(exc)
+                errors.append("".join(traceback.format_exception(exc)))
             finally:
                 connections.close_all()
 
@@ -94,7 +95,7 @@ class TestCollectWhileUploading:
                 thread.join()
 
         rewrites = sum("rewriting" in r.getMessage() for r in caplog.records)
-        assert not errors, (errors, f"{rewrites} rewrites")
+        assert not errors, f"{rewrites} rewrites; " + "\n".join(errors)
         assert runs >= 2 and removed > 0, (runs, removed)
         print(f"gc runs {runs}, blobs removed {removed}, upload rewrites {rewrites}")
         assert len(kept) == THREADS
