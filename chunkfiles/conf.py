@@ -70,10 +70,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "ATTEMPTS",
-        3,
+        5,
         "Tries per blob operation (GET, PUT, DELETE) before the error reaches the "
         "caller: broken bodies, 5xx/SlowDown, timeouts and checksum failures are "
-        "retried with jittered exponential backoff; a missing object is not.",
+        "retried with jittered exponential backoff; a missing object is not. No "
+        "attempt starts that could not end (connect + read timeout) before DEADLINE. "
+        "5 keeps 99.7% of 32-blob file reads whole when one GET in ten is cut.",
     ),
     Setting("BACKOFF", 0.1, "Seconds of the first retry's backoff; doubled per retry, jittered."),
     Setting(

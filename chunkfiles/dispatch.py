@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 if TYPE_CHECKING:
     from django.db.models import Model, QuerySet
@@ -141,6 +141,21 @@ def batch_progress(
         yield progress
     finally:
         progress.close()
+
+
+def add_celery_arguments(parser: CommandParser, batch_size: int = 500) -> None:
+    """Add ``--celery`` and ``--batch-size N`` to a command."""
+    parser.add_argument(
+        "--celery",
+        action="store_true",
+        help="Send the work to Celery workers in batches (needs django-chunkfiles[celery]).",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help=f"Rows per Celery task with --celery (default {batch_size}).",
+    )
 
 
 def pk_batches(rows: QuerySet[Model], size: int) -> Iterator[list[int]]:

@@ -16,11 +16,16 @@ MAX_BACKOFF = 5.0
 
 
 class RetryPolicy(NamedTuple):
-    """How often and for how long one blob operation is tried."""
+    """How often and for how long one blob operation is tried.
+
+    ``attempt_time`` is how long one attempt may block (connect plus read
+    timeout): no attempt starts that could not end before the deadline.
+    """
 
     attempts: int
     backoff: float
     deadline: float
+    attempt_time: float = 0.0
 
     @classmethod
     def from_settings(cls) -> RetryPolicy:
@@ -28,6 +33,7 @@ class RetryPolicy(NamedTuple):
             max(1, int(chunkfiles_settings.ATTEMPTS)),
             float(chunkfiles_settings.BACKOFF),
             float(chunkfiles_settings.DEADLINE),
+            float(chunkfiles_settings.CONNECT_TIMEOUT) + float(chunkfiles_settings.READ_TIMEOUT),
         )
 
     def delay(self, retry: int) -> float:
@@ -61,7 +67,7 @@ def retrying(
             if tries >= policy.attempts or not should_retry(exc):
                 raise
             pause = policy.delay(tries)
-            if time.monotonic() + pause >= deadline:
+            if time.monotonic() + pause + policy.attempt_time >= deadline:
                 raise
             if on_retry is not None:
                 on_retry(tries, exc)

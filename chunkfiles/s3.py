@@ -218,14 +218,15 @@ class S3RawStore:
 def _read_body(body: Any, view: memoryview, deadline: float) -> None:
     """Fill ``view`` from ``body``; each socket read is bounded by the client's
     read timeout and the whole body by ``deadline`` (a server trickling bytes)."""
+    # read1() returns after one socket read; read(n) would wait for n bytes
+    # and a trickle of one byte per timeout would never reach a deadline check.
+    read = getattr(getattr(body, "_raw_stream", None), "read1", None) or body.read
     filled = 0
     while filled < len(view):
         if time.monotonic() > deadline:
             raise TimeoutError(f"deadline passed after {filled} of {len(view)} body bytes")
-        chunk = body.read(min(BODY_CHUNK, len(view) - filled))
+        chunk = read(min(BODY_CHUNK, len(view) - filled))
         if not chunk:
             raise IncompleteReadError(actual_bytes=filled, expected_bytes=len(view))
         view[filled : filled + len(chunk)] = chunk
         filled += len(chunk)
-    if body.read(1):
-        raise IncompleteReadError(actual_bytes=filled + 1, expected_bytes=len(view))

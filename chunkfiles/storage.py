@@ -145,10 +145,10 @@ class BlobStore:
         except Exception as exc:
             raise BlobWriteError(checksum, name, f"{type(exc).__name__}: {exc}") from exc
 
-    def delete(self, name: str) -> None:
-        """Remove the object (retried); a missing object is not an error."""
+    def delete(self, name: str, *, retry: bool = True) -> None:
+        """Remove the object (retried unless ``retry=False``); a missing object is not an error."""
         retrying(
-            self.policy,
+            self.policy if retry else self.policy._replace(attempts=1),
             lambda deadline: self.raw.delete(name),
             self.raw.is_transient,
             self._retry("DELETE", name),

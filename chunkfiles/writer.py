@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
@@ -78,6 +80,7 @@ class BlobWriter:
         self._losers: list[str] = []
         self._outcome = "open"  # then "committed" or "uncertain"
         self._failed = threading.Event()
+        self._lock = threading.Lock()
         self._put_timeout = 2 * self.store.policy.deadline + 5
         # Bounds memory: a queued write holds its blob's bytes until it runs;
         # half a pool's worth of queue keeps every worker busy while we hash.
@@ -111,11 +114,17 @@ class BlobWriter:
             self.wait()  # fail fast instead of reading the rest of the input
         if not self._slots.acquire(timeout=self._put_timeout):
             raise BlobWriteError(checksum, None, "no write slot freed in time")
-        name = new_blob_name()
-        self._names.add(name)
-        future = self._pool.submit(self.store.put, name, data, checksum)
+        future = self._pool.submit(self._put, new_blob_name(), data, checksum)
         future.add_done_callback(self._done)
         self._pending[checksum] = (future, len(data))
+
+    def _put(self, name: str, data: bytes, checksum: str) -> str:
+        # Recorded before the first byte goes out: a PUT that fails may still
+        # have stored something under this name. PUTs cancelled while queued
+        # never touched storage and leave nothing to delete.
+        with self._lock:
+            self._names.add(name)
+        return self.store.put(name, data, checksum)
 
     def _done(self, future: Future[str]) -> None:
         self._slots.release()
@@ -159,8 +168,14 @@ class BlobWriter:
     def wait(self) -> None:
         """Wait for every queued write; re-raise the first failure."""
         for checksum, (future, size) in list(self._pending.items()):
-            name = future.result(timeout=self._put_timeout)
-            self._names.add(name)
+            try:
+                name = future.result(timeout=self._put_timeout)
+            except FutureTimeout:
+                raise BlobWriteError(
+                    checksum, None, f"no answer within {self._put_timeout:.0f} s"
+                ) from None
+            with self._lock:
+                self._names.add(name)  # the storage may have picked another name
             self._written[checksum] = (name, size)
             del self._pending[checksum]
 
@@ -245,10 +260,28 @@ class BlobWriter:
             return
         else:
             doomed = sorted(self._names)
-        for name in doomed:
+        self._delete(doomed)
+
+    def _delete(self, names: list[str]) -> None:
+        """Delete ``names`` within one deadline; what is left is found by orphan collection.
+
+        The store that just failed may be failing still: one attempt each, and
+        the first delete that fails ends the clean-up.
+        """
+        deadline = time.monotonic() + self.store.policy.deadline
+        for done, name in enumerate(names):
             try:
-                self.store.delete(name)
+                if time.monotonic() > deadline:
+                    raise TimeoutError("clean-up deadline passed")
+                self.store.delete(name, retry=False)
             except Exception:
-                # Leaves an orphan object for garbage collection; the upload's
-                # own error (if any) is the one worth raising.
-                logger.warning("could not delete unused blob object %r", name, exc_info=True)
+                # The upload's own error (if any) is the one worth raising.
+                logger.warning(
+                    "could not delete %d unused blob objects from %r (first: %r); "
+                    "orphan collection will remove them",
+                    len(names) - done,
+                    self.alias,
+                    name,
+                    exc_info=True,
+                )
+                return

@@ -176,6 +176,8 @@ class TestCollectBlobs:
             gc("--batch-size", "0")
         with pytest.raises(GcError):
             collect_orphans(grace=-5)
+        with pytest.raises(CommandError, match="unknown database alias"):
+            gc("--database", "nowhere")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 from django.db.models import Sum
 from django.template.defaultfilters import filesizeformat
 
+from chunkfiles.dispatch import add_celery_arguments
 from chunkfiles.management.base import ChunkfilesCommand
 from chunkfiles.move import STATUSES, Moved, blobs_to_move, check_aliases, move_storage, tally
 
@@ -31,17 +33,7 @@ class Command(ChunkfilesCommand):
             help="Delete each old object once its blob's row names the copy.",
         )
         self.add_workers_argument(parser)
-        parser.add_argument(
-            "--celery",
-            action="store_true",
-            help="Send batches of blobs to Celery workers (needs django-chunkfiles[celery]).",
-        )
-        parser.add_argument(
-            "--batch-size",
-            type=int,
-            default=500,
-            help="Blobs per Celery task with --celery (default 500).",
-        )
+        add_celery_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = self.database(options)
@@ -52,11 +44,10 @@ class Command(ChunkfilesCommand):
         workers = self.workers(options)
         with self.command_errors(ValueError):
             check_aliases(dst, src)
-        todo = blobs_to_move(dst, src=src, using=using).aggregate(b=Sum("size"))
         if options["celery"]:
             counts = self.move_on_celery(options, using, workers)
         else:
-            counts = self.move_here(options, using, workers, todo["b"] or 0)
+            counts = self.move_here(options, using, workers)
         deleted = (
             f", {counts['source_deleted']} old objects deleted" if options["delete_source"] else ""
         )
@@ -67,22 +58,24 @@ class Command(ChunkfilesCommand):
             f" {counts['corrupt']} corrupt, {counts['failed']} failed).",
         )
 
-    def move_here(
-        self, options: dict[str, Any], using: str, workers: int, total_bytes: int
-    ) -> dict[str, int]:
-        outcomes: list[Moved] = []
-        with self.progress(options, total_bytes=total_bytes, desc="move") as progress:
-            for moved in move_storage(
-                options["dst"],
-                src=options["src"],
-                using=using,
-                workers=workers,
-                delete_source=options["delete_source"],
-            ):
-                outcomes.append(moved)
-                progress.advance(files=int(moved.status == "moved"), nbytes=moved.size)
-                self.report(options, moved)
-        return tally(outcomes)
+    def move_here(self, options: dict[str, Any], using: str, workers: int) -> dict[str, int]:
+        dst, src = options["dst"], options["src"]
+        todo = blobs_to_move(dst, src=src, using=using).aggregate(b=Sum("size"))["b"] or 0
+        with self.progress(options, total_bytes=todo, desc="move") as progress:
+
+            def reported() -> Iterator[Moved]:
+                for moved in move_storage(
+                    dst,
+                    src=src,
+                    using=using,
+                    workers=workers,
+                    delete_source=options["delete_source"],
+                ):
+                    progress.advance(files=int(moved.status == "moved"), nbytes=moved.size)
+                    self.report(options, moved)
+                    yield moved
+
+            return tally(reported())
 
     def report(self, options: dict[str, Any], moved: Moved) -> None:
         if moved.status in ("missing", "corrupt", "failed"):
