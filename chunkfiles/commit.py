@@ -46,20 +46,26 @@ def retryable(error: BaseException) -> bool:
 
 
 def commit_rows(writer: BlobWriter, make_rows: Callable[[dict[str, FileBlob]], R]) -> R:
-    """Save the writer's blob rows and ``make_rows(blobs)`` in one transaction."""
+    """Save the writer's blob rows and ``make_rows(blobs)`` in one transaction.
+
+    Deadlocks and vanished blobs each have their own budget of
+    ``DB_RETRIES`` attempts: under a busy garbage collector an upload may
+    meet both, and one must not use up the other's retries.
+    """
     owns_transaction = not connections[writer.using].in_atomic_block
-    attempts = max(1, int(chunkfiles_settings.DB_RETRIES))
-    for attempt in range(1, attempts + 1):
-        last = attempt == attempts
+    budget = max(1, int(chunkfiles_settings.DB_RETRIES))
+    conflicts = vanishings = 0
+    while True:
         committing = False
         try:
             with transaction.atomic(using=writer.using):
                 result = make_rows(writer.save_rows())
                 committing = True
         except VanishedError as gone:
-            if last:
+            vanishings += 1
+            if vanishings >= budget:
                 raise BlobWriteError(
-                    gone.checksums[0], None, f"{gone} on every one of {attempts} attempts"
+                    gone.checksums[0], None, f"{gone} on each of {budget} attempts"
                 ) from gone
             logger.info("rewriting %d blobs removed during the upload", len(gone.checksums))
             writer.rewrite(gone.checksums)
@@ -67,16 +73,18 @@ def commit_rows(writer: BlobWriter, make_rows: Callable[[dict[str, FileBlob]], R
         except IntegrityError:
             # A blob row we linked was deleted between our lock and the foreign
             # key check (a database without row locks): check again and retry.
-            if last or not owns_transaction:
+            conflicts += 1
+            if conflicts >= budget or not owns_transaction:
                 raise
             continue
         except DatabaseError as error:
-            if owns_transaction and retryable(error) and not last:
-                time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))  # jitter, not crypto
+            conflicts += 1
+            if owns_transaction and retryable(error) and conflicts < budget:
+                time.sleep(random.uniform(0, min(1.0, 0.02 * 2**conflicts)))  # jitter, not crypto
                 continue
             if committing and owns_transaction and not retryable(error):
                 writer.uncertain()
             raise
         writer.committed()
+        writer.clear_unused_marks()
         return result
-    raise AssertionError("unreachable")  # pragma: no cover

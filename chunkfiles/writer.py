@@ -24,7 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -220,15 +220,29 @@ class BlobWriter:
                 row.save(update_fields=["path", "storage", "lost_at"], using=self.using)
             else:
                 self._losers.append(name)  # an identical upload won the row
-        used = [b.pk for b in rows.values() if b.unused_since is not None]
-        if used:
-            blobs.filter(pk__in=used).update(unused_since=None)
         self.known.update(rows)
         return rows
 
     def committed(self) -> None:
         """The rows are saved: from now on the written objects are referenced."""
         self._outcome = "committed"
+
+    def clear_unused_marks(self) -> None:
+        """After commit: un-stamp ``unused_since`` of blobs this upload linked.
+
+        Best effort and outside the transaction: clearing it under the shared
+        lock made two uploads of the same blob deadlock, and a stale stamp only
+        shortens a grace period (collection re-checks every row under a lock).
+        """
+        from .models import FileBlob
+
+        marked = [b.pk for b in self.known.values() if b.unused_since is not None]
+        if not marked:
+            return
+        try:
+            FileBlob.objects.using(self.using).filter(pk__in=marked).update(unused_since=None)
+        except DatabaseError:
+            logger.info("could not clear unused_since of %d blobs", len(marked), exc_info=True)
 
     def uncertain(self) -> None:
         """The commit's outcome is unknown: delete nothing (orphans are collected later)."""

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, storages
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.db.models.signals import pre_delete
 from django.test import override_settings
 from django.utils import timezone
@@ -202,6 +203,31 @@ class TestLinkedWhileCollecting:
         assert (report.rows, report.kept) == (2, 1)
         assert list(FileBlob.objects.values_list("pk", flat=True)) == [target.pk]
         assert storage.object_names() == [target.path]
+
+    def test_refuses_to_run_inside_a_transaction(self, storage):
+        """Objects may only go once their rows' deletion has committed."""
+        store("gone", A).delete()
+        with pytest.raises(RuntimeError, match="durable"), transaction.atomic():
+            collect_blobs(grace=0)
+        assert FileBlob.objects.count() == 1
+        assert len(storage.object_names()) == 1
+
+
+@pytest.mark.django_db(databases=["default", "files"])
+class TestOtherDatabase:
+    def test_database_option_collects_there_only(self, storage):
+        here = store("here", A)
+        here.delete()
+        there = File.objects.using("files").create(name="there", type="t")
+        there.putfile(io.BytesIO(B + C), blob_size=BLOB)
+        File.objects.using("files").filter(pk=there.pk).delete()
+
+        output = gc("--database", "files", grace=0)
+
+        assert "Removed 2 blobs" in output
+        assert FileBlob.objects.using("files").count() == 0
+        assert FileBlob.objects.count() == 1, "the default database is left alone"
+        assert storage.object_names() == row_paths()
 
 
 class TestOrphans:
