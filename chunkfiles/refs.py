@@ -95,6 +95,12 @@ def relocate(ref: BlobRef, using: str) -> BlobRef | None:
     return None
 
 
+def _corrupt(ref: BlobRef, file_id: int | None, detail: str) -> BlobCorruptError:
+    return BlobCorruptError(
+        file_id=file_id, checksum=ref.checksum, offset=ref.offset, path=ref.path, detail=detail
+    )
+
+
 class BlobIndex:
     """The ordered blobs of a file with O(log n) position lookup.
 
@@ -116,23 +122,15 @@ class BlobIndex:
         expected = 0
         for ref in self.refs:
             if ref.offset != expected:
-                raise BlobCorruptError(
-                    file_id=file_id,
-                    checksum=ref.checksum,
-                    offset=ref.offset,
-                    path=ref.path,
-                    detail=f"index expects this blob at offset {expected}",
-                )
+                raise _corrupt(ref, file_id, f"index expects this blob at offset {expected}")
             expected += ref.size
         self.size = expected
         if expected_size is not None and expected_size != expected:
             last = self.refs[-1] if self.refs else BlobRef(0, 0, "-", None)
-            raise BlobCorruptError(
-                file_id=file_id,
-                checksum=last.checksum,
-                offset=last.offset,
-                path=last.path,
-                detail=f"blobs add up to {expected} bytes but the file records {expected_size}",
+            raise _corrupt(
+                last,
+                file_id,
+                f"blobs add up to {expected} bytes but the file records {expected_size}",
             )
 
     def __len__(self) -> int:

@@ -17,7 +17,14 @@ from django.utils.safestring import SafeString
 
 from ..conf import chunkfiles_settings
 from ..models import File, FileBlob, FileBlobIndex
-from .display import INLINE_ROWS, PageAnnotatingChangeList, exact_size, human_size, short_checksum
+from .display import (
+    INLINE_ROWS,
+    PageAnnotatingChangeList,
+    exact_size,
+    human_size,
+    index_row_counts,
+    short_checksum,
+)
 from .filters import FileFilter, UsageFilter
 
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -78,15 +85,7 @@ class FileBlobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def annotate_page(self, rows: Iterable[FileBlob]) -> None:
         """How many index rows use each blob of the page, in one query."""
         blobs = list(rows)
-        if not blobs:
-            return
-        counts = dict(
-            FileBlobIndex.objects.using(blobs[0]._state.db)
-            .filter(blob_id__in=[b.pk for b in blobs])
-            .values_list("blob_id")
-            .annotate(n=Count("pk"))
-            .values_list("blob_id", "n")
-        )
+        counts = index_row_counts(blobs, "blob_id")
         for blob in blobs:
             blob.use_count = counts.get(blob.pk, 0)  # type: ignore[attr-defined]
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.admin.views.main import ChangeList
+from django.db.models import Count
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html, format_html_join
@@ -38,6 +39,20 @@ def short_checksum(checksum: str | None) -> SafeString | str:
     if not checksum:
         return "-"
     return format_html('<code title="{}">{}</code>', checksum, checksum[:12])
+
+
+def index_row_counts(objects: list[Any], column: str) -> dict[int, int]:
+    """How many index rows name each of ``objects`` by ``column`` (``file_id`` or
+    ``blob_id``), in one query over the page's rows only: no join that grows with the store."""
+    if not objects:
+        return {}
+    return dict(
+        FileBlobIndex.objects.using(objects[0]._state.db)
+        .filter(**{f"{column}__in": [o.pk for o in objects]})
+        .values_list(column)
+        .annotate(n=Count("pk"))
+        .values_list(column, "n")
+    )
 
 
 class PageAnnotatingChangeList(ChangeList):

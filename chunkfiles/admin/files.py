@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.urls import URLPattern, path, reverse
@@ -25,6 +25,7 @@ from .display import (
     exact_size,
     file_blobs_table,
     human_size,
+    index_row_counts,
     short_checksum,
 )
 from .download import file_response, preview_type
@@ -78,15 +79,7 @@ class FileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def annotate_page(self, rows: Iterable[File]) -> None:
         """Blob counts of the page's files, in one query."""
         files = list(rows)
-        if not files:
-            return
-        counts = dict(
-            FileBlobIndex.objects.using(files[0]._state.db)
-            .filter(file_id__in=[f.pk for f in files])
-            .values_list("file_id")
-            .annotate(n=Count("pk"))
-            .values_list("file_id", "n")
-        )
+        counts = index_row_counts(files, "file_id")
         for file in files:
             file.blob_total = counts.get(file.pk, 0)  # type: ignore[attr-defined]
 
