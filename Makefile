@@ -61,10 +61,11 @@ dist: $(STAMP)
 	rm -rf dist build
 	$(PY) -m build --outdir dist .
 
-## make docs: the Sphinx site in docs/_build/html; warnings are errors.
+## make docs: the Sphinx site in docs/_build/html; warnings are errors. -E: pages
+## generated from code are never served stale from the last build.
 docs: $(STAMP)
 	$(PY) -c "import sphinx, furo" 2>/dev/null || $(PY) -m pip install --quiet -e '.[docs]'
-	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+	$(PY) -m sphinx -E -W --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .hypothesis *.egg-info dist build docs/_build

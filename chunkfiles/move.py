@@ -124,6 +124,11 @@ def storage_summary(using: str | None = None) -> list[tuple[str, int, int]]:
     return [(alias, blobs, nbytes) for alias, (blobs, nbytes) in sorted(totals.items())]
 
 
+def _recorded_as(alias: str) -> list[str]:
+    """The ``FileBlob.storage`` values meaning ``alias`` ('' is ``CHUNKFILES['STORAGE']``)."""
+    return [alias, ""] if alias == chunkfiles_settings.STORAGE else [alias]
+
+
 def blobs_to_move(
     dst: str, *, src: str | None = None, using: str | None = None
 ) -> QuerySet[FileBlob]:
@@ -131,9 +136,9 @@ def blobs_to_move(
     from .models import FileBlob
 
     rows = FileBlob.objects.using(using).stored().filter(path__isnull=False)
-    rows = rows.exclude(pk__in=FileBlob.objects.using(using).in_storage(dst).values("pk"))
+    rows = rows.exclude(storage__in=_recorded_as(dst))
     if src is not None:
-        rows = rows.filter(pk__in=FileBlob.objects.using(using).in_storage(src).values("pk"))
+        rows = rows.filter(storage__in=_recorded_as(src))
     return rows
 
 

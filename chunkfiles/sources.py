@@ -273,13 +273,12 @@ class ReadAhead(Source):
             data = self.load(i)
         self._current = (i, data)
         self._last = i
-        if not self.adaptive or self._run >= 2 or (self._run >= 1 and self._ahead):
+        if not self.adaptive or self._run >= 1:
             # Slow start: 2, 4, 8, ... blobs ahead, so the first blob had the
-            # link to itself and the window grows while it is being read.
+            # link to itself and the window grows while it is being read. The
+            # default mode waits for one step from a blob into the next: a
+            # header read never pays for a second blob.
             self._ahead = min(self.depth, max(2, self._ahead * 2))
-        elif i == 0 and self._run == 0:
-            # A read from the very start is the usual whole-file copy.
-            self._ahead = 1
         self._fill(i)
         return data
 

@@ -150,11 +150,12 @@ def import_files(
     from .importing import Found, headers_for, store_one
 
     since = timezone.now()
-    result: Result = {"files": 0, "bytes": 0, "new_bytes": 0, "skipped": 0, "problems": []}
+    result: Result = {"files": 0, "bytes": 0, "new_files": 0, "new_bytes": 0, "already": 0}
+    result["problems"] = []
     for path, name in files:
         try:
             if _imported_already(path, name, type, using):
-                result["skipped"] += 1
+                result["already"] += 1
                 continue
             _, size, blobs = store_one(
                 Found(path, name),
@@ -167,9 +168,11 @@ def import_files(
         except OSError as exc:
             result["problems"].append(f"{path}: {exc}")
             continue
+        new = sum(nbytes for _, nbytes, created in blobs if created)
         result["files"] += 1
         result["bytes"] += size
-        result["new_bytes"] += sum(nbytes for _, nbytes, new in blobs if new)
+        result["new_bytes"] += new
+        result["new_files"] += int(new > 0)  # as chunkfiles_import counts them
     return result
 
 
@@ -194,12 +197,14 @@ def gc_sweep(
     grace: float | None = None,
     orphans: bool = False,
     dry_run: bool = False,
+    batch_size: int | None = None,
 ) -> Result:
     """One garbage collection sweep (``chunkfiles.gc.collect_blobs``, then orphans if asked)."""
-    from .gc import collect_blobs
+    from .gc import BATCH_SIZE, collect_blobs
     from .orphans import collect_orphans
 
-    report = collect_blobs(using=using, grace=grace, dry_run=dry_run)
+    size = batch_size or BATCH_SIZE
+    report = collect_blobs(using=using, grace=grace, dry_run=dry_run, batch_size=size)
     result: Result = {
         "marked": report.marked,
         "revived": report.revived,
@@ -210,7 +215,7 @@ def gc_sweep(
         "problems": [f"could not delete {name!r} from {alias!r}" for alias, name in report.failed],
     }
     if orphans:
-        found = collect_orphans(using=using, grace=grace, dry_run=dry_run)
+        found = collect_orphans(using=using, grace=grace, dry_run=dry_run, batch_size=size)
         result["orphans_listed"] = found.listed
         result["orphans_deleted"] = found.deleted
         result["problems"] += [f"could not delete {n!r} from {a!r}" for a, n in found.failed]

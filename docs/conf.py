@@ -49,6 +49,9 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_class_signature = "separated"
 autodoc_default_options = {"show-inheritance": False}
+# A type hint naming a class that two modules define (several services have a
+# ``Problem``) links to one of them; that is no reason to fail the build.
+suppress_warnings = ["ref.python"]
 
 html_theme = "furo"
 html_title = f"django-chunkfiles {release}"

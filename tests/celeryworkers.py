@@ -86,13 +86,15 @@ class Workers:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"workers not ready: {waiting}")
 
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name.split('@')[0]}.log").read_text(errors="replace")[-3000:]
+    def log(self, name: str, tail: int = 3000) -> str:
+        """The last ``tail`` characters of the worker's log (0: all of it)."""
+        text = (self.logs / f"{name.split('@')[0]}.log").read_text(errors="replace")
+        return text[-tail:] if tail else text
 
-    def busy(self, name: str) -> bool:
-        """Whether the worker is running a task right now."""
+    def running(self, name: str) -> list[str]:
+        """Ids of the tasks the worker is running right now."""
         active = self.app.control.inspect([name], timeout=0.5).active() or {}
-        return bool(active.get(name))
+        return [task["id"] for task in active.get(name, [])]
 
     def kill(self, name: str) -> None:
         """SIGKILL: no chance to acknowledge, requeue or clean anything up."""

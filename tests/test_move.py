@@ -84,7 +84,6 @@ class TestMoveStorage:
                 assert uploaded, "the uploader never got to run"
                 stores.check_rows()
                 assert stores.objects("disk") == set(), "objects left in the source"
-                assert storage_summary()[0][0] == "bucket"
                 assert [alias for alias, _, _ in storage_summary()] == ["bucket"]
                 read_all(files | uploaded)
                 call_command("chunkfiles_move_storage", "--to", "disk", "--delete-source")
@@ -136,6 +135,8 @@ class TestMoveStorage:
     def test_rerun_moves_nothing_and_from_filters(self, stores: Stores) -> None:
         make_files(3)
         assert tally(move_storage("disk", src="bucket"))["moved"] == 0  # nothing there yet
+        # Rows from before blobs recorded their storage: '' is CHUNKFILES['STORAGE'].
+        FileBlob.objects.update(storage="")
         first = tally(move_storage("bucket", src="disk", workers=2))
         assert first["moved"] == FileBlob.objects.count() > 0
         assert first["bytes"] == sum(FileBlob.objects.values_list("size", flat=True))

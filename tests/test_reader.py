@@ -466,8 +466,8 @@ class TestSeekFetchesNothing:
         with open_reader(blobs, mode, fetch) as reader:
             assert reader.read(1) == blobs.data[:1]
             # Read-ahead opens its window at 1 blob and doubles it per blob read;
-            # the default mode guesses one blob ahead for a read from the start.
-            expected = {"lazy": 1, "default": 1 + 1, "prefetch": 12, "readahead": 1 + 2}[mode]
+            # the default mode fetches nothing ahead until reads cross a blob.
+            expected = {"lazy": 1, "default": 1, "prefetch": 12, "readahead": 1 + 2}[mode]
             assert fetch.settle(expected) == expected
             for offset, whence in [
                 (4096 * 8, io.SEEK_SET),

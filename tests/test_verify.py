@@ -29,7 +29,8 @@ def run(*args: str) -> tuple[str, str]:
     try:
         call_command("chunkfiles_verify", *args, stdout=out, stderr=err)
     except CommandError as exc:
-        exc.add_note(err.getvalue())
+        if hasattr(exc, "add_note"):  # Python 3.11+: show the command's stderr too
+            exc.add_note(err.getvalue())
         raise
     return out.getvalue(), err.getvalue()
 

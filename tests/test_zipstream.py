@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -31,8 +32,24 @@ def test_members_round_trip() -> None:
         info = archive.getinfo("a.txt")
         assert info.date_time == (2024, 6, 1, 12, 30, 14)
         assert info.compress_type == zipfile.ZIP_STORED
-        # zip64 extra field present, so members may pass 4 GiB.
-        assert info.extract_version >= zipfile.ZIP64_VERSION
+        # The local header carries the zip64 extra field, so a member may pass 4 GiB.
+        start = info.header_offset
+        name_len, extra_len = struct.unpack("<HH", body[start + 26 : start + 30])
+        local_extra = body[start + 30 + name_len : start + 30 + name_len + extra_len]
+        assert ZIP64_EXTRA in extra_ids(local_extra)
+
+
+ZIP64_EXTRA = 0x0001
+
+
+def extra_ids(extra: bytes) -> list[int]:
+    """Header ids of a zip extra field (id, size, data)*."""
+    ids = []
+    while len(extra) >= 4:
+        header, size = struct.unpack("<HH", extra[:4])
+        ids.append(header)
+        extra = extra[4 + size :]
+    return ids
 
 
 def test_output_is_bounded_by_the_chunk_size() -> None:

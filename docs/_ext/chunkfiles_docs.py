@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import re
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.management import get_commands, load_command_class
 from django.core.management.base import BaseCommand
+from django.db.models import Model
 from docutils import nodes
+from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
@@ -93,7 +96,7 @@ def command_rst(name: str, command: BaseCommand) -> list[str]:
         tuple(a.option_strings) for a in BaseCommand().create_parser("manage.py", name)._actions
     }
     formatter = parser._get_formatter()
-    lines = [name, "-" * len(name), ""]
+    lines = [name, "~" * len(name), ""]
     help_text = textwrap.dedent(str(command.help or "")).strip()
     if help_text:
         lines += [rst_escape(help_text), ""]
@@ -137,6 +140,11 @@ def readme_section(readme: list[str], title: str) -> list[str] | None:
     return readme[body_start:end]
 
 
+def _is_subtitle(lines: list[str], i: int) -> bool:
+    line, under = lines[i], lines[i + 1]
+    return bool(line.strip()) and len(under) >= len(line) and set(under) == {"-"}
+
+
 class SettingsDirective(SphinxDirective):
     """``.. chunkfiles-settings::``: the settings reference from ``conf.SETTINGS``."""
 
@@ -172,6 +180,7 @@ class ReadmeSectionDirective(SettingsDirective):
 
     required_arguments = 1
     final_argument_whitespace = True
+    option_spec: ClassVar[dict[str, Callable[[str], Any]]] = {"no-intro": directives.flag}
 
     def run(self) -> list[nodes.Node]:
         path = Path(self.env.srcdir).parent / "README.rst"
@@ -179,6 +188,9 @@ class ReadmeSectionDirective(SettingsDirective):
         body = readme_section(path.read_text(encoding="utf-8").splitlines(), self.arguments[0])
         if body is None:
             raise self.error(f"README.rst has no section titled {self.arguments[0]!r}")
+        if "no-intro" in self.options:
+            # Start at the first sub-section: the page has its own introduction.
+            body = body[next((i for i in range(len(body) - 1) if _is_subtitle(body, i)), 0) :]
         # README's image paths are relative to the repository root; in Sphinx a
         # leading "/" means the docs' source directory.
         body = [re.sub(r"^(\.\. (?:image|figure):: )docs/", r"\1/", line) for line in body]
@@ -187,6 +199,26 @@ class ReadmeSectionDirective(SettingsDirective):
         container.document = self.state.document
         nested_parse_with_titles(self.state, StringList(body, source=str(path)), container)
         return list(container.children)
+
+
+def model_fields_rst(model: type[Model]) -> list[str]:
+    """A field list of a model's own columns: name, type and ``help_text``."""
+    lines = ["", "**Fields**", ""]
+    for field in model._meta.get_fields(include_hidden=False):
+        if not getattr(field, "concrete", False) or field.model is not model:
+            continue
+        kind = type(field).__name__
+        help_text = str(getattr(field, "help_text", "") or "")
+        lines.append(f"- ``{field.name}`` ({kind}): {rst_escape(help_text)}".rstrip(": "))
+    return [*lines, ""]
+
+
+def _add_model_fields(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    # Fields have no docstrings; their help_text is the documentation.
+    if what == "class" and isinstance(obj, type) and issubclass(obj, Model):
+        lines.extend(model_fields_rst(obj))
 
 
 def _generated_pages(env: BuildEnvironment) -> set[str]:
@@ -207,4 +239,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("chunkfiles-commands", CommandsDirective)
     app.add_directive("chunkfiles-readme", ReadmeSectionDirective)
     app.connect("env-get-outdated", _reread_generated)
+    app.connect("autodoc-process-docstring", _add_model_fields)
     return {"version": "1", "parallel_read_safe": False, "env_version": 1}

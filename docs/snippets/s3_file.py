@@ -8,4 +8,4 @@ f.putfile(ContentFile(b"Hello, bucket!\n" * 1000))
 with f.getfile() as fp:
     print(fp.read(15))
 
-print(FileBlob.objects.in_storage("bucket").count(), "blob(s) in the bucket")
+print(FileBlob.objects.in_storage("s3").count(), "blob(s) in the bucket")

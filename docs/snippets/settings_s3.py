@@ -3,7 +3,7 @@
 # the environment, or an instance role).
 import os
 
-STORAGES["bucket"] = {
+STORAGES["s3"] = {
     "BACKEND": "storages.backends.s3.S3Storage",
     "OPTIONS": {
         "bucket_name": os.environ["BLOBS_BUCKET"],
@@ -13,4 +13,4 @@ STORAGES["bucket"] = {
     },
 }
 
-CHUNKFILES["STORAGE"] = "bucket"
+CHUNKFILES["STORAGE"] = "s3"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.template.defaultfilters import filesizeformat
 
 from chunkfiles.gc import BATCH_SIZE, BlobReport, GcError, collect_blobs, due_for_collection
@@ -58,11 +58,19 @@ class Command(ChunkfilesCommand):
             metavar="N",
             help=f"Blob rows per transaction and names per lookup (default {BATCH_SIZE}).",
         )
+        parser.add_argument(
+            "--celery",
+            action="store_true",
+            help="Run the sweep as a Celery task on a worker (needs django-chunkfiles[celery]).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = self.database(options) if options["database"] else None
         grace, dry_run = options["grace"], options["dry_run"]
         batch_size = options["batch_size"]
+        if options["celery"]:
+            self.sweep_on_celery(options, using)
+            return
         with self.command_errors(GcError):
             _, nbytes = due_for_collection(using=using, grace=grace)
             with self.progress(options, total_bytes=nbytes, desc="blobs") as bar:
@@ -93,6 +101,29 @@ class Command(ChunkfilesCommand):
         if orphans is not None:
             summary += f", and {orphans.deleted} orphan objects"
         self.summary(options, summary + ("" if failed else "."))
+
+    def sweep_on_celery(self, options: dict[str, Any], using: str | None) -> None:
+        """``--celery``: the same sweep as one ``chunkfiles.gc_sweep`` task."""
+        from chunkfiles.dispatch import CeleryUnavailableError, dispatch
+
+        sweep = {
+            "using": using,
+            "grace": options["grace"],
+            "orphans": options["orphans"],
+            "dry_run": options["dry_run"],
+            "batch_size": options["batch_size"],
+        }
+        try:
+            result = dispatch("chunkfiles.gc_sweep", [sweep])
+        except CeleryUnavailableError as exc:
+            raise CommandError(str(exc)) from exc
+        for line in result.get("problems", []) + result.get("errors", []):
+            self.problem(str(line))
+        verb = "Would remove" if options["dry_run"] else "Removed"
+        summary = f"{verb} {result.get('rows', 0)} blobs, {_size(result.get('bytes', 0))}"
+        if options["orphans"]:
+            summary += f", and {result.get('orphans_deleted', 0)} orphan objects"
+        self.summary(options, summary + ".")
 
     def _report_blobs(self, options: dict[str, Any], report: BlobReport) -> None:
         would = "would be " if report.dry_run else ""

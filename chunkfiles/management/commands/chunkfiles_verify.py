@@ -8,6 +8,7 @@ from django.core.management.base import CommandParser
 from django.db.models import Sum
 from django.template.defaultfilters import filesizeformat
 
+from chunkfiles.dispatch import add_celery_arguments
 from chunkfiles.management.base import ChunkfilesCommand
 from chunkfiles.verify import Checked, verify_blobs, verify_files
 
@@ -35,6 +36,7 @@ class Command(ChunkfilesCommand):
             "--dry-run", action="store_true", help="Report only; mark nothing lost."
         )
         self.add_workers_argument(parser)
+        add_celery_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from chunkfiles.models import File, FileBlob
@@ -49,20 +51,26 @@ class Command(ChunkfilesCommand):
             if since is not None:
                 blobs = blobs.filter(timestamp__gte=since)
             total = blobs.aggregate(size=Sum("size"))["size"] or 0
-            with self.progress(options, total_bytes=total, desc="blobs") as progress:
-                counts = self.tally(
-                    options, verify_blobs(blobs, workers=workers, dry_run=dry_run), progress
-                )
+            if options["celery"]:
+                counts = self.on_celery(options, "chunkfiles.verify_blobs", blobs, "blob_ids")
+            else:
+                with self.progress(options, total_bytes=total, desc="blobs") as progress:
+                    counts = self.tally(
+                        options, verify_blobs(blobs, workers=workers, dry_run=dry_run), progress
+                    )
             parts.append(self.describe("blob", counts))
         if options["files"]:
             files = File.objects.using(using).all()
             if since is not None:
                 files = files.filter(timestamp__gte=since)
             total = files.aggregate(size=Sum("size"))["size"] or 0
-            with self.progress(options, total_bytes=total, desc="files") as progress:
-                counts = self.tally(
-                    options, verify_files(files, workers=workers, dry_run=dry_run), progress
-                )
+            if options["celery"]:
+                counts = self.on_celery(options, "chunkfiles.verify_files", files, "file_ids")
+            else:
+                with self.progress(options, total_bytes=total, desc="files") as progress:
+                    counts = self.tally(
+                        options, verify_files(files, workers=workers, dry_run=dry_run), progress
+                    )
             parts.append(self.describe("file", counts))
         self.summary(options, "Verified " + "; ".join(parts) + ".")
 
@@ -80,6 +88,22 @@ class Command(ChunkfilesCommand):
                 self.problem(str(problem))
             progress.advance(files=1, nbytes=result.size)
         return counts
+
+    def on_celery(self, options: dict[str, Any], task: str, rows: Any, key: str) -> dict[str, int]:
+        """``--celery``: batches of ids to ``chunkfiles.tasks``; the same counts as ``tally``."""
+        from chunkfiles.dispatch import run_for_command
+
+        result = run_for_command(
+            self,
+            options,
+            task,
+            rows,
+            key,
+            size=options["batch_size"],
+            workers=self.workers(options),
+            dry_run=options["dry_run"],
+        )
+        return {k: int(result.get(k, 0)) for k in ("checked", "bytes", "bad", "lost", "recovered")}
 
     @staticmethod
     def describe(noun: str, counts: dict[str, int]) -> str:
