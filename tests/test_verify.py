@@ -29,8 +29,7 @@ def run(*args: str) -> tuple[str, str]:
     try:
         call_command("chunkfiles_verify", *args, stdout=out, stderr=err)
     except CommandError as exc:
-        if hasattr(exc, "add_note"):  # Python 3.11+: show the command's stderr too
-            exc.add_note(err.getvalue())
+        exc.stderr = err.getvalue()  # type: ignore[attr-defined]  # what the report said
         raise
     return out.getvalue(), err.getvalue()
 
@@ -58,7 +57,7 @@ class TestVerify:
         storage.remove(blob.path)
         with pytest.raises(CommandError, match="1 problem") as caught:
             run()
-        report = caught.value.__notes__[0]
+        report = caught.value.stderr
         assert f"file {file.pk} ('a.bin')" in report
         assert f"blob {blob.checksum} at offset {4 * KIB}" in report
         assert f"in storage 'blobs' as {blob.path!r}" in report
@@ -71,7 +70,7 @@ class TestVerify:
         storage.corrupt(blob.path, b"x" * (4 * KIB))
         with pytest.raises(CommandError) as caught:
             run("--files")
-        report = caught.value.__notes__[0]
+        report = caught.value.stderr
         assert f"file {file.pk} ('a.bin') blob {blob.checksum} at offset 0" in report
         assert "corrupt" in report
         assert FileBlob.objects.lost().filter(pk=blob.pk).exists()
