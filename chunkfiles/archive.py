@@ -25,9 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING
 
 from .atomicfile import AtomicFile
-from .exceptions import BlobMissingError
 from .export import Exported, ExportError, ExportItem, checked_index, iter_items
-from .fetch import load_blob, storage_fetch
+from .fetch import load_blob, settle, storage_fetch
 from .refs import BlobIndex, BlobRef, relocate
 from .safenames import UniqueNames
 
@@ -174,13 +173,7 @@ def stream_files(
     def take(item: ExportItem) -> bytes:
         top_up()
         ref, future = window.popleft()
-        try:
-            return future.result()
-        except BlobMissingError:
-            moved = relocate(ref, using)
-            if moved is None:
-                raise
-            return load_blob(moved, fetch, item.id)
+        return settle(future.result, ref, fetch, item.id, lambda r: relocate(r, using))
 
     def chunks(item: ExportItem, index: BlobIndex) -> Iterator[bytes]:
         for ref in index.refs:

@@ -11,7 +11,6 @@ worker on a filesystem storage has the wrong size and is written again.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -22,6 +21,7 @@ from django.core.files.base import File as DjangoFile
 from django.core.files.storage import Storage, storages
 from django.db import connections
 
+from .chunking import blob_checksum
 from .export import Exported, ExportItem, checked_index, iter_items
 from .reader import open_refs
 from .refs import BlobRef, relocate
@@ -64,7 +64,7 @@ class _Target:
         """Store ``reader``'s bytes as ``name``; the name the storage used."""
         if size <= SMALL_FILE:
             data = reader.read()
-            return self.store.put(name, data, hashlib.sha256(data).hexdigest())
+            return self.store.put(name, data, blob_checksum(data))
         with self.lock:
             return self.storage.save(name, DjangoFile(reader, name=name))
 

@@ -15,11 +15,14 @@ from typing import Any
 
 from .exceptions import BlobCorruptError, BlobMissingError, BlobReadError
 from .refs import BlobRef
-from .retry import RetryPolicy, retrying
-from .storage import BlobStore, ObjectCorruptError, blob_store, check_bytes
+from .retry import RetryPolicy
+from .storage import BlobStore, ObjectCorruptError, blob_store, verified
 
 #: Fetches a blob's raw bytes (``FileNotFoundError`` if the object is absent).
 Fetch = Callable[[BlobRef], bytes]
+#: Finds a missing blob's new location, or marks it lost and returns None
+#: (``chunkfiles.refs.relocate``). Runs in the caller's thread: it queries.
+Relocate = Callable[[BlobRef], "BlobRef | None"]
 
 
 def load_blob(
@@ -35,18 +38,9 @@ def load_blob(
     if ref.path is None:
         raise BlobMissingError(**where, detail="no storage name recorded")
 
-    def attempt(deadline: float) -> bytes:
-        data = fetch(ref)
-        problem = check_bytes(data, ref.size, ref.checksum)
-        if problem:
-            raise ObjectCorruptError(problem)
-        return data
-
     try:
-        return retrying(
-            policy or RetryPolicy.from_settings(),
-            attempt,
-            lambda exc: isinstance(exc, ObjectCorruptError),
+        return verified(
+            lambda: fetch(ref), ref.size, ref.checksum, policy or RetryPolicy.from_settings()
         )
     except BlobReadError:
         raise
@@ -58,6 +52,28 @@ def load_blob(
         # Any failure (network, credentials, a storage bug) must reach the
         # caller as a read error; a worker thread must never hide it.
         raise BlobReadError(**where, detail=f"{type(exc).__name__}: {exc}") from exc
+
+
+def settle(
+    load: Callable[[], bytes],
+    ref: BlobRef,
+    fetch: Fetch,
+    file_id: int | None,
+    relocate: Relocate | None,
+    policy: RetryPolicy | None = None,
+) -> bytes:
+    """``load()`` (``load_blob`` of ``ref``, or a worker's result of it), following a move.
+
+    A blob found missing may have moved to another storage since its ref was
+    read: it is looked up again with ``relocate`` and fetched from there.
+    """
+    try:
+        return load()
+    except BlobMissingError:
+        moved = relocate(ref) if relocate is not None else None
+        if moved is None:
+            raise
+        return load_blob(moved, fetch, file_id, policy)
 
 
 def storage_fetch(connections: int = 1) -> Fetch:

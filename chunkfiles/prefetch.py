@@ -18,10 +18,10 @@ from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import IO, Any
 
 from .exceptions import BlobMissingError
-from .fetch import Fetch, load_blob
+from .fetch import Fetch, Relocate, load_blob
 from .refs import BlobIndex, BlobRef
 from .retry import RetryPolicy
-from .sources import Relocate, Source, WorkerPool
+from .sources import Source, WorkerPool
 
 #: Bytes returned by one ``span()`` of a prefetched file (bounds readline copies).
 SPAN_BYTES = 64 * 1024

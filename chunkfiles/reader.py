@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from .conf import chunkfiles_settings
 from .exceptions import FileNotStoredError
-from .fetch import Fetch, storage_fetch
+from .fetch import Fetch, Relocate, storage_fetch
 from .prefetch import Prefetched
 from .refs import BlobIndex, BlobRef, file_refs, relocate
-from .sources import LazySource, ReadAhead, Relocate, Source
+from .sources import LazySource, ReadAhead, Source
 
 if TYPE_CHECKING:
     from .models import File

@@ -22,15 +22,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from . import buffers
-from .exceptions import BlobMissingError, BlobReadError
-from .fetch import Fetch, load_blob
+from .exceptions import BlobReadError
+from .fetch import Fetch, Relocate, load_blob, settle
 from .refs import BlobIndex, BlobRef
 from .retry import RetryPolicy
 
 T = TypeVar("T")
-
-#: Finds a missing blob's new location (or marks it lost and returns None).
-Relocate = Callable[[BlobRef], "BlobRef | None"]
 
 
 class Source:
@@ -57,13 +54,7 @@ class Source:
     def load(self, i: int) -> bytes:
         """Blob ``i``, fetched now, relocated once if its object is missing."""
         ref = self.index.refs[i]
-        try:
-            return load_blob(ref, self.fetch, self.index.file_id, self.policy)
-        except BlobMissingError:
-            moved = self.relocated(i)
-            if moved is None:
-                raise
-            return load_blob(moved, self.fetch, self.index.file_id, self.policy)
+        return self._settle(i, lambda: load_blob(ref, self.fetch, self.index.file_id, self.policy))
 
     def relocated(self, i: int) -> BlobRef | None:
         """Blob ``i``'s new ref if its row moved (the index is updated), else None."""
@@ -74,14 +65,20 @@ class Source:
             self.index.refs[i] = moved
         return moved
 
+    def _settle(self, i: int, load: Callable[[], bytes]) -> bytes:
+        return settle(
+            load,
+            self.index.refs[i],
+            self.fetch,
+            self.index.file_id,
+            lambda ref: self.relocated(i),
+            self.policy,
+        )
+
     def result(self, i: int, future: Future[bytes]) -> bytes:
         """The outcome of a worker's fetch of blob ``i``, within the blob deadline."""
         try:
-            return future.result(timeout=self.blob_timeout)
-        except BlobMissingError:
-            if self.relocated(i) is None:
-                raise
-            return self.load(i)
+            return self._settle(i, lambda: future.result(timeout=self.blob_timeout))
         except FutureTimeout:
             future.cancel()
             ref = self.index.refs[i]

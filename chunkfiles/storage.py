@@ -79,6 +79,29 @@ def check_bytes(data: bytes, size: int, checksum: str) -> str | None:
     return None
 
 
+def verified(
+    get: Callable[[], bytes],
+    size: int,
+    checksum: str,
+    policy: RetryPolicy,
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> bytes:
+    """``get()``'s bytes, checked against ``size`` and SHA-256 ``checksum``.
+
+    Bytes that fail the check are fetched again (a body damaged on the way);
+    ``ObjectCorruptError`` when every attempt disagrees.
+    """
+
+    def attempt(deadline: float) -> bytes:
+        data = get()
+        problem = check_bytes(data, size, checksum)
+        if problem:
+            raise ObjectCorruptError(problem)
+        return data
+
+    return retrying(policy, attempt, lambda exc: isinstance(exc, ObjectCorruptError), on_retry)
+
+
 class BlobStore:
     """Retries, verification and errors over a ``RawStore``; see the module docstring."""
 
@@ -113,24 +136,9 @@ class BlobStore:
         )
 
     def get_verified(self, name: str, size: int, checksum: str) -> bytes:
-        """The object's bytes, checked against ``size`` and SHA-256 ``checksum``.
-
-        Bytes that fail the check are fetched again (a body damaged on the
-        way); ``ObjectCorruptError`` when every attempt disagrees.
-        """
-
-        def attempt(deadline: float) -> bytes:
-            data = self.get(name)
-            problem = check_bytes(data, size, checksum)
-            if problem:
-                raise ObjectCorruptError(problem)
-            return data
-
-        return retrying(
-            self.policy,
-            attempt,
-            lambda exc: isinstance(exc, ObjectCorruptError),
-            self._retry("verified GET", name),
+        """The object's bytes, checked and fetched again if damaged; see ``verified``."""
+        return verified(
+            lambda: self.get(name), size, checksum, self.policy, self._retry("verified GET", name)
         )
 
     def put(self, name: str, data: bytes, checksum: str) -> str:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .conf import chunkfiles_settings
 from .exceptions import BlobCorruptError, BlobMissingError, BlobReadError
 from .export import ExportItem, checked_index, iter_items
-from .fetch import load_blob, storage_fetch
+from .fetch import load_blob, settle, storage_fetch
 from .refs import BlobRef, relocate
 from .storage import BlobStore, ObjectCorruptError, blob_store
 
@@ -254,15 +254,9 @@ def verify_files(
 def _result(
     future: Future[bytes], ref: BlobRef, item: ExportItem, using: str, dry_run: bool, fetch: Any
 ) -> bytes:
-    try:
-        return future.result()
-    except BlobMissingError:
-        if dry_run:
-            raise
-        moved = relocate(ref, using)  # marks the blob lost unless its row moved
-        if moved is None:
-            raise
-        return load_blob(moved, fetch, item.id)
+    # relocate() marks the blob lost unless its row moved: not in a dry run.
+    follow = None if dry_run else (lambda r: relocate(r, using))
+    return settle(future.result, ref, fetch, item.id, follow)
 
 
 def _lost(exc: BlobReadError, ref: BlobRef, using: str) -> bool:

@@ -44,22 +44,29 @@ def test_missing_object_is_marked_lost_then_healed_by_upload(storage, mode):
 
 
 def test_reader_follows_a_blob_that_moved_after_it_opened(storage, mode):
+    from chunkfiles.reader import open_refs
+    from chunkfiles.refs import relocate
+    from chunkfiles.storage import blob_store, new_blob_name
+
     data = os.urandom(3 * BLOB)
     f = File.objects.create(name="moving", type="t")
     f.putfile(io.BytesIO(data), blob_size=BLOB)
-    fp = f.getfile(**MODES[mode]) if mode != "prefetch" else None
+    stale = f.blob_refs()  # as a reader opened before the move holds them
+    opened = f.getfile(**MODES[mode]) if mode != "prefetch" else None
     # Move blob 1 to a new name (as chunkfiles_move_storage does), then drop the old object.
     blob = f.blobs.order_by("fileblobindex__offset")[1]
-    from chunkfiles.storage import blob_store, new_blob_name
-
     store = blob_store()
     moved = store.put(new_blob_name(), store.get(blob.path), blob.checksum)
-    old_path = blob.path
     FileBlob.objects.filter(pk=blob.pk).update(path=moved)
-    store.delete(old_path)
-    if fp is None:
-        fp = f.getfile(**MODES[mode])
-    with fp:
+    store.delete(blob.path)
+
+    if opened is not None:  # getfile() wires the relocation in
+        with opened as fp:
+            assert fp.read() == data
+    with open_refs(stale, relocate=lambda ref: relocate(ref, "default"), **MODES[mode]) as fp:
         assert fp.read() == data
+    # Without relocation the stale ref is just missing.
+    with pytest.raises(BlobMissingError), open_refs(stale, **MODES[mode]) as fp:
+        fp.read()
     blob.refresh_from_db()
-    assert blob.lost_at is None
+    assert blob.lost_at is None, "a moved blob must not be marked lost"
