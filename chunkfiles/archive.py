@@ -14,7 +14,6 @@ absolute path, device name or case clash.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import tarfile
@@ -25,7 +24,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING
 
 from .atomicfile import AtomicFile
-from .export import Exported, ExportError, ExportItem, checked_index, iter_items
+from .export import (
+    Exported,
+    ExportError,
+    ExportItem,
+    WholeFileCheck,
+    checked_index,
+    iter_items,
+)
 from .fetch import load_blob, settle, storage_fetch
 from .refs import BlobIndex, BlobRef, relocate
 from .safenames import UniqueNames
@@ -195,16 +201,11 @@ def stream_files(
 
 
 def _checked(item: ExportItem, chunks: Iterator[bytes], verify: bool) -> Iterator[bytes]:
-    digest = hashlib.sha1() if verify and item.checksum else None
+    check = WholeFileCheck(item, verify)
     for chunk in chunks:
-        if digest is not None:
-            digest.update(chunk)
+        check.update(chunk)
         yield chunk
-    if digest is not None and digest.hexdigest() != item.checksum:
-        raise ExportError(
-            f"file {item.id} ({item.name!r}): content SHA-1 {digest.hexdigest()} "
-            f"!= recorded {item.checksum}"
-        )
+    check.check()
 
 
 def write_archive(

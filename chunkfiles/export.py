@@ -20,6 +20,7 @@ whatever the number or size of the files.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -214,6 +215,31 @@ def iter_items(files: FileQuerySet) -> Iterator[tuple[ExportItem, list[BlobRef]]
             if item is not None:
                 group.append(item)
                 budget += blobs
+
+
+class WholeFileCheck:
+    """``--verify``: the SHA-1 of the bytes exported, compared with ``File.checksum``.
+
+    Every blob is checked against its own SHA-256 on every read anyway; this
+    also catches a ``File`` row whose index names the wrong blobs. Does
+    nothing when not asked, or when the row has no checksum.
+    """
+
+    def __init__(self, item: ExportItem, verify: bool) -> None:
+        self.item = item
+        self.digest = hashlib.sha1() if verify and item.checksum else None
+
+    def update(self, data: bytes | memoryview) -> None:
+        if self.digest is not None:
+            self.digest.update(data)
+
+    def check(self) -> None:
+        """``ExportError`` if the bytes seen are not the content the row records."""
+        if self.digest is not None and self.digest.hexdigest() != self.item.checksum:
+            raise ExportError(
+                f"file {self.item.id} ({self.item.name!r}): content SHA-1 "
+                f"{self.digest.hexdigest()} != recorded {self.item.checksum}"
+            )
 
 
 def checked_index(item: ExportItem, refs: list[BlobRef]) -> BlobIndex:

@@ -18,7 +18,6 @@ has already been made a safe relative path by ``chunkfiles.safenames``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 from collections import deque
@@ -28,7 +27,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .atomicfile import AtomicFile
 from .exceptions import BlobMissingError
-from .export import Exported, ExportError, ExportItem, checked_index, iter_items
+from .export import (
+    Exported,
+    ExportError,
+    ExportItem,
+    WholeFileCheck,
+    checked_index,
+    iter_items,
+)
 from .fetch import Fetch, load_blob, storage_fetch
 from .refs import BlobRef, relocate
 from .safenames import UniqueNames
@@ -99,17 +105,13 @@ def _write_blob(job: _Job, ref: BlobRef, fetch: Fetch) -> bool:
 
 def _finish(job: _Job) -> bool:
     verify, fsync, overwrite = job.finish
-    if verify and job.item.checksum:
-        digest = hashlib.sha1()
+    if verify:
+        check = WholeFileCheck(job.item, verify)
         offset = 0
         while chunk := os.pread(job.fd, 1 << 20, offset):
-            digest.update(chunk)
+            check.update(chunk)
             offset += len(chunk)
-        if digest.hexdigest() != job.item.checksum:
-            raise ExportError(
-                f"file {job.item.id} ({job.item.name!r}): content SHA-1 {digest.hexdigest()} "
-                f"!= recorded {job.item.checksum}"
-            )
+        check.check()
     if fsync:
         os.fsync(job.fd)
     mtime = job.item.timestamp.timestamp()

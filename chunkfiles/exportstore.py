@@ -11,30 +11,85 @@ worker on a filesystem storage has the wrong size and is written again.
 
 from __future__ import annotations
 
+import io
+import logging
+import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
 from django.core.files.base import File as DjangoFile
 from django.core.files.storage import Storage, storages
 from django.db import connections
+from django.db.models import QuerySet
 
 from .chunking import blob_checksum
-from .export import Exported, ExportItem, checked_index, iter_items
+from .conf import chunkfiles_settings
+from .export import Exported, ExportError, ExportItem, WholeFileCheck, checked_index, iter_items
 from .reader import open_refs
 from .refs import BlobRef, relocate
 from .safenames import safe_relpath
 from .storage import blob_store
 
+if TYPE_CHECKING:
+    from .export import FileQuerySet
+
+logger = logging.getLogger(__name__)
+
 #: Files up to this size are read whole and written with one PUT.
 SMALL_FILE = 8 * 1024 * 1024
+
+
+def storage_target(alias: str, prefix: str = "") -> str:
+    """The checked prefix to export under in ``STORAGES[alias]``; ``ValueError`` if unusable.
+
+    A prefix is a relative path, ended with ``/`` if it is not already. It
+    must not reach the blob objects: orphan collection deletes every object
+    under ``BLOB_PREFIX`` that no blob row names, exported files included.
+    """
+    if alias not in chunkfiles_settings.storages_setting:
+        raise ValueError(f"unknown storage alias {alias!r} (not in STORAGES)")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    parts = prefix.split("/")[:-1]
+    if prefix.startswith("/") or "\\" in prefix or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"the prefix must be a relative path like 'export/2026/', not {prefix!r}")
+    blobs = str(chunkfiles_settings.BLOB_PREFIX)
+    # Exported names are "{prefix}{id}/{name}": they reach BLOB_PREFIX if it
+    # starts with the prefix, or the prefix starts with it. (With no
+    # BLOB_PREFIX there is no orphan collection.)
+    if blobs and (
+        prefix.startswith(blobs)
+        or (blobs.startswith(prefix) and re.fullmatch(r"\d*|\d+/.*", blobs[len(prefix) :]))
+    ):
+        raise ValueError(
+            f"the prefix {prefix!r} overlaps CHUNKFILES['BLOB_PREFIX'] ({blobs!r}): "
+            "orphan collection would delete the exported files"
+        )
+    return prefix
 
 
 def target_name(item: ExportItem, prefix: str) -> str:
     """Where ``item`` goes in the storage: ``{prefix}{id}/{safe relative name}``."""
     return f"{prefix}{item.id}/{safe_relpath(item.name, f'file-{item.id}')}"
+
+
+class _Hashing(io.RawIOBase):
+    """The reader's bytes, each seen by the whole-file check on the way to storage."""
+
+    def __init__(self, reader: IO[bytes], check: WholeFileCheck) -> None:
+        self.reader = reader
+        self.check = check
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = self.reader.readinto(buffer)  # type: ignore[attr-defined]
+        self.check.update(memoryview(buffer)[:count])
+        return int(count)
 
 
 class _Target:
@@ -60,21 +115,55 @@ class _Target:
     def delete(self, name: str) -> None:
         self.store.delete(name)
 
-    def write(self, name: str, reader: IO[bytes], size: int) -> str:
-        """Store ``reader``'s bytes as ``name``; the name the storage used."""
+    def _discard_partial(self, name: str, size: int) -> None:
+        # FileSystemStorage leaves what it wrote before a read failed (S3 aborts
+        # the multipart upload itself). A complete copy, written meanwhile by a
+        # worker doing the same batch again, has the full size and stays.
+        try:
+            if self.storage.exists(name) and self.storage.size(name) != size:
+                self.storage.delete(name)
+        except Exception:
+            logger.warning("could not remove the partial export %r", name, exc_info=True)
+
+    def write(self, name: str, reader: IO[bytes], size: int, check: WholeFileCheck) -> str:
+        """Store ``reader``'s bytes as ``name``; the name the storage used.
+
+        A small file is checked before it is written; a large one is checked
+        as it streams and deleted again if the check fails.
+        """
         if size <= SMALL_FILE:
             data = reader.read()
+            check.update(data)
+            check.check()
             return self.store.put(name, data, blob_checksum(data))
         with self.lock:
-            return self.storage.save(name, DjangoFile(reader, name=name))
+            used = self.storage.get_available_name(name)
+            try:
+                content = DjangoFile(cast(IO[bytes], _Hashing(reader, check)), name=name)
+                used = self.storage.save(used, content)
+            except BaseException:
+                self._discard_partial(used, size)
+                raise
+        try:
+            check.check()
+        except ExportError:
+            self.delete(used)
+            raise
+        return used
 
 
 def _export_one(
-    target: _Target, item: ExportItem, refs: list[BlobRef], name: str, using: str
+    target: _Target,
+    item: ExportItem,
+    refs: list[BlobRef],
+    name: str,
+    using: str,
+    check: WholeFileCheck,
+    overwrite: bool,
 ) -> Exported:
     try:
         found = target.size(name)
-        if found is not None and found == item.size:
+        if found is not None and found == item.size and not overwrite:
             return Exported(item, name, "skipped")
         index = checked_index(item, refs)
         if found is not None:
@@ -86,11 +175,11 @@ def _export_one(
             readahead=False,
             relocate=lambda ref: relocate(ref, using),
         ) as reader:
-            used = target.write(name, cast(IO[bytes], reader), index.size)
+            used = target.write(name, cast(IO[bytes], reader), index.size, check)
         if used != name:
             # Another worker doing the same batch created ``name`` meanwhile; its copy stays.
             target.delete(used)
-    except OSError as exc:
+    except (OSError, ExportError) as exc:
         return Exported(item, name, "failed", str(exc))
     finally:
         connections.close_all()  # this thread's, opened if a blob had to be relocated
@@ -98,29 +187,39 @@ def _export_one(
 
 
 def export_to_storage(
-    file_ids: Iterable[int],
+    files: FileQuerySet | Iterable[int],
     alias: str,
     prefix: str = "",
     *,
     using: str | None = None,
     workers: int = 8,
+    verify: bool = False,
+    overwrite: bool = False,
 ) -> Iterator[Exported]:
-    """Write each file of ``file_ids`` to ``STORAGES[alias]``; one ``Exported`` per file.
+    """Write each file of ``files`` to ``STORAGES[alias]``; one ``Exported`` per file.
+
+    ``files`` is a ``File`` queryset or file ids (rows of the database ``using``).
 
     ``workers`` files are written at once. A broken file is reported as
     ``failed`` and the rest go on; files already there with their size are
-    ``skipped``. Outcomes come in id order.
+    ``skipped`` (unless ``overwrite``). ``verify`` also checks each file's
+    SHA-1 against ``File.checksum``. Outcomes come in id order.
     """
     from .models import File
 
+    prefix = storage_target(alias, prefix)
     target = _Target(alias, max(1, workers))
-    files = File.objects.using(using).filter(pk__in=list(file_ids))
+    if not isinstance(files, QuerySet):
+        files = File.objects.using(using).filter(pk__in=list(files))
     pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunkfiles-export")
     running: deque[Future[Exported]] = deque()
     try:
         for item, refs in iter_items(files):
             name = target_name(item, prefix)
-            running.append(pool.submit(_export_one, target, item, refs, name, files.db))
+            check = WholeFileCheck(item, verify)
+            running.append(
+                pool.submit(_export_one, target, item, refs, name, files.db, check, overwrite)
+            )
             if len(running) >= 2 * max(1, workers):
                 yield running.popleft().result()
         while running:

@@ -115,13 +115,22 @@ def checked_summary(outcomes: Iterable[Checked]) -> Result:
 
 @_task("chunkfiles.export_files")
 def export_files(
-    file_ids: list[int], alias: str, prefix: str = "", using: str | None = None
+    file_ids: list[int],
+    alias: str,
+    prefix: str = "",
+    using: str | None = None,
+    workers: int = 8,
+    verify: bool = False,
+    overwrite: bool = False,
 ) -> Result:
     """Write these files into ``STORAGES[alias]`` (``chunkfiles.exportstore``)."""
     from .exportstore import export_to_storage
 
+    outcomes = export_to_storage(
+        file_ids, alias, prefix, using=using, workers=workers, verify=verify, overwrite=overwrite
+    )
     result: Result = {"written": 0, "skipped": 0, "failed": 0, "bytes": 0, "problems": []}
-    for outcome in export_to_storage(file_ids, alias, prefix, using=using):
+    for outcome in outcomes:
         result[outcome.status] += 1
         result["bytes"] += outcome.bytes
         if outcome.status == "failed":

@@ -10,6 +10,7 @@ take each other's tasks.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from tests.processes import ROOT, child_env
 
@@ -29,7 +31,15 @@ VISIBILITY = 4
 class Workers:
     """``count`` worker processes on one broker; a context manager that stops them."""
 
-    def __init__(self, broker: str, count: int, logs: Path, visibility: float = VISIBILITY) -> None:
+    def __init__(
+        self,
+        broker: str,
+        count: int,
+        logs: Path,
+        visibility: float = VISIBILITY,
+        storages: dict[int, dict[str, Any]] | None = None,
+    ) -> None:
+        """``storages``: worker index -> the ``STORAGES`` that worker sees instead of the test's."""
         from testproject.celery_app import make_app
 
         self.broker = broker
@@ -40,6 +50,7 @@ class Workers:
         self.app = make_app(broker, self.queue)
         self.logs = logs
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.storages = storages or {}
 
     def __enter__(self) -> Workers:
         self.app.set_current()
@@ -57,7 +68,12 @@ class Workers:
             CHUNKFILES_CELERY_QUEUE=self.queue,
             CHUNKFILES_CELERY_VISIBILITY=str(self.visibility),
         )
-        for name in self.names:
+        for index, name in enumerate(self.names):
+            worker_env = env
+            if index in self.storages:
+                shared = json.loads(env["CHUNKFILES_SETTINGS_JSON"])
+                own = {**shared, "STORAGES": self.storages[index]}
+                worker_env = {**env, "CHUNKFILES_SETTINGS_JSON": json.dumps(own)}
             # The child keeps its own descriptor of the log.
             with open(self.logs / f"{name.split('@')[0]}.log", "wb") as log:
                 self.processes[name] = subprocess.Popen(
@@ -68,7 +84,7 @@ class Workers:
                         "--without-heartbeat",
                     ],
                     cwd=ROOT,
-                    env=env,
+                    env=worker_env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )

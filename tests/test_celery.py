@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db.models import Sum
 
@@ -104,6 +106,20 @@ class TestCeleryFanOut:
             "chunkfiles.export_files", batches(ids[:300], 150, alias="bucket", prefix="export/")
         )
         assert (again["skipped"], again["written"]) == (300, 0)
+        # The command, once in this process and once with --celery: the same objects
+        # and the same summary but for the batch count.
+        summaries = []
+        for prefix, celery in (("here", []), ("there", ["--celery", "--batch-size", "400"])):
+            out = io.StringIO()
+            call_command(
+                "chunkfiles_export", "--all", "--storage", "bucket", "--prefix", prefix,
+                *celery, stdout=out,
+            )  # fmt: skip
+            summaries.append(out.getvalue().split(" in 5 batches")[0].replace(prefix, "P"))
+            written = {k.split("/", 1)[1]: v for k, v in stores.etags(f"{prefix}/").items()}
+            assert written == {k.split("/", 1)[1]: v for k, v in etags.items()}
+        assert summaries[0].startswith(f"Exported {FILES} file(s), 3.9\xa0MB, to storage")
+        assert summaries[0].rstrip(".\n") == summaries[1].rstrip(",.\n)") + ")"
 
         # Verify, with one blob object gone and one damaged.
         broken = FileBlob.objects.order_by("pk")[:2]
@@ -138,48 +154,56 @@ class TestCeleryFanOut:
         assert all(s["total"].get("chunkfiles.verify_files") for s in stats.values()), stats
 
     def test_worker_killed_mid_batch_and_the_move_still_completes(
-        self, two_workers: Workers, stores: Stores
+        self, stores: Stores, tmp_path: Path
     ) -> None:
         files = bulk_files(200, distinct=240)
         total = FileBlob.objects.count()
-        victim = two_workers.names[0]
-        killed: list[str] = []  # the ids of the batches the victim was running
+        # The victim's disk stops answering at its third read: it is stuck in
+        # its first batch, two blobs in, whenever it is killed (never between
+        # batches, never with its batch done), so the kill is always mid-batch.
+        stalling = copy.deepcopy(settings.STORAGES)
+        stalling["disk"]["BACKEND"] = "testproject.faults.FlakyFileSystemStorage"
+        stalling["disk"]["OPTIONS"].update(stall_from_call=3, stall_seconds=120)
+        with Workers(REDIS, 2, tmp_path, storages={0: stalling}) as workers:
+            victim, survivor = workers.names
+            killed: list[str] = []  # the ids of the batches the victim was running
 
-        def kill_once(result: dict[str, Any]) -> None:
-            if not killed:
-                running = two_workers.running(victim)
-                if running:
-                    two_workers.kill(victim)
-                    killed.extend(running)
+            def kill_once(result: dict[str, Any]) -> None:
+                if not killed:
+                    running = workers.running(victim)
+                    if running:
+                        workers.kill(victim)
+                        killed.extend(running)
 
-        work = (
-            {"blob_ids": ids, "dst": "bucket", "workers": 1, "delete_source": True}
-            for ids in pk_batches(blobs_to_move("bucket"), 8)
-        )
-        result = dispatch("chunkfiles.move_blobs", work, progress=kill_once, timeout=180)
-        assert killed, "the victim was never seen running a batch"
-        survivor = two_workers.log(two_workers.names[1], tail=0)
-        assert all(f"[{task_id}] succeeded" in survivor for task_id in killed), killed
-        assert result["batches"] == -(-total // 8) and result["errors"] == []
-        assert result["problems"] == []
-        assert FileBlob.objects.filter(storage="bucket").count() == total
-        stores.check_rows()
-        read_all(files)
-        # The killed batch left at most its unnamed copies and undeleted old objects.
-        assert len(stores.orphans("bucket")) + len(stores.orphans("disk")) <= 8
+            work = (
+                {"blob_ids": ids, "dst": "bucket", "workers": 1, "delete_source": True}
+                for ids in pk_batches(blobs_to_move("bucket"), 8)
+            )
+            result = dispatch("chunkfiles.move_blobs", work, progress=kill_once, timeout=180)
+            assert killed, "the victim was never seen running a batch"
+            assert "succeeded" not in workers.log(victim, tail=0)
+            done_again = workers.log(survivor, tail=0)
+            assert all(f"[{task_id}] succeeded" in done_again for task_id in killed), killed
+            assert result["batches"] == -(-total // 8) and result["errors"] == []
+            assert result["problems"] == []
+            assert FileBlob.objects.filter(storage="bucket").count() == total
+            stores.check_rows()
+            read_all(files)
+            # The killed batch left at most its unnamed copies and undeleted old objects.
+            assert len(stores.orphans("bucket")) + len(stores.orphans("disk")) <= 8
 
-        # And back, through the command's --celery, on the surviving worker.
-        out = io.StringIO()
-        call_command(
-            "chunkfiles_move_storage", "--to", "disk", "--celery", "--batch-size", "50",
-            "--delete-source", stdout=out,
-        )  # fmt: skip
-        # (A batch retried after a database error counts only what it moved itself.)
-        assert out.getvalue().startswith("Moved ") and "0 failed" in out.getvalue()
-        assert FileBlob.objects.filter(storage="disk").count() == total
-        stores.check_rows()
-        assert stores.objects("bucket") == stores.orphans("bucket")
-        read_all(files)
+            # And back, through the command's --celery, on the surviving worker.
+            out = io.StringIO()
+            call_command(
+                "chunkfiles_move_storage", "--to", "disk", "--celery", "--batch-size", "50",
+                "--delete-source", stdout=out,
+            )  # fmt: skip
+            # (A batch retried after a database error counts only what it moved itself.)
+            assert out.getvalue().startswith("Moved ") and "0 failed" in out.getvalue()
+            assert FileBlob.objects.filter(storage="disk").count() == total
+            stores.check_rows()
+            assert stores.objects("bucket") == stores.orphans("bucket")
+            read_all(files)
 
     def test_import_and_gc_sweep_tasks(
         self, two_workers: Workers, stores: Stores, tmp_path: Path

@@ -12,6 +12,7 @@ from django.db.models import Count, Sum
 from django.template.defaultfilters import filesizeformat
 
 from chunkfiles.archive import archive_format, export_to_archive, write_one
+from chunkfiles.dispatch import add_celery_arguments
 from chunkfiles.export import (
     Exported,
     ExportError,
@@ -21,13 +22,15 @@ from chunkfiles.export import (
     select_files,
 )
 from chunkfiles.exportdir import export_to_directory
+from chunkfiles.exportstore import export_to_storage, storage_target
 from chunkfiles.management.base import ChunkfilesCommand, Progress
 
 
 class Command(ChunkfilesCommand):
     help = (
         "Export stored files to a directory (--output DIR), an archive (--archive "
-        "PATH.tar|.tar.gz|.zip) or stdout (--output -). Output files appear atomically; "
+        "PATH.tar|.tar.gz|.zip), stdout (--output -) or a storage (--storage ALIAS "
+        "[--prefix P], with --celery on many workers). Output files appear atomically; "
         "re-run with --skip-existing to resume."
     )
 
@@ -54,6 +57,12 @@ class Command(ChunkfilesCommand):
         where = parser.add_argument_group("where to")
         where.add_argument("--output", help="Directory to write into, or - for stdout.")
         where.add_argument("--archive", help="Archive to write: .tar, .tar.gz, .tgz or .zip.")
+        where.add_argument(
+            "--storage",
+            help="STORAGES alias to write into, as {prefix}{id}/{name}; files already "
+            "there with their size are skipped (a re-run resumes).",
+        )
+        where.add_argument("--prefix", help="With --storage: the path to write under.")
         where.add_argument("--parents", action="store_true", help="Create the output directory.")
         where.add_argument("--manifest", help="Write a JSON-lines manifest of the files here.")
         existing = where.add_mutually_exclusive_group()
@@ -77,14 +86,14 @@ class Command(ChunkfilesCommand):
             action="store_true",
             help="Export the rest after a broken file (exit 1 at the end).",
         )
+        add_celery_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from chunkfiles.models import File
 
         using = self.database(options)
-        output, archive = options["output"], options["archive"]
-        if bool(output) == bool(archive):
-            raise CommandError("give exactly one of --output DIR, --output - or --archive PATH")
+        output, archive, storage = options["output"], options["archive"], options["storage"]
+        self.check_destination(options)
         if not (options["ids"] or options["names"] or options["types"] or options["all"]) and not (
             options["since"] or options["until"]
         ):
@@ -110,7 +119,11 @@ class Command(ChunkfilesCommand):
             if unknown:
                 raise CommandError(f"unknown file id(s): {', '.join(map(str, unknown))}")
             totals = files.aggregate(count=Count("pk"), size=Sum("size"))
+            prefix = storage_target(storage, options["prefix"] or "") if storage else ""
         workers = self.workers(options)
+        if options["celery"]:
+            self.export_on_celery(files, options, prefix, workers, totals["count"])
+            return
         if output == "-":
             self.export_stdout(files, options, workers)
             return
@@ -124,7 +137,9 @@ class Command(ChunkfilesCommand):
             self.progress(options, total_bytes=totals["size"] or 0) as progress,
             self.manifest(options) as manifest,
         ):
-            for outcome in self.outcomes(files, options, workers, progress):
+            for outcome in self.outcomes(files, options, prefix, workers, progress):
+                if outcome.status == "failed" and storage and not options["keep_going"]:
+                    raise ExportError(f"file {outcome.item.id} failed: {outcome.error}")
                 counts[outcome.status] += 1
                 nbytes += outcome.bytes
                 # Written bytes were counted blob by blob; the rest count at once.
@@ -132,7 +147,7 @@ class Command(ChunkfilesCommand):
                 if manifest is not None:
                     manifest.write(outcome.manifest_line())
                 self.report(options, outcome)
-        target = archive or output
+        target = archive or output or self.storage_name(storage, prefix)
         self.summary(
             options,
             f"Exported {counts['written']} file(s), {filesizeformat(nbytes)}, to {target}"
@@ -140,10 +155,34 @@ class Command(ChunkfilesCommand):
             f" of {totals['count']} selected).",
         )
 
+    @staticmethod
+    def check_destination(options: dict[str, Any]) -> None:
+        """``CommandError`` unless the destination options make one export."""
+        output, archive, storage = options["output"], options["archive"], options["storage"]
+        if options["prefix"] is not None and not storage:
+            raise CommandError("--prefix needs --storage ALIAS")
+        if sum(map(bool, (output, archive, storage))) != 1:
+            raise CommandError(
+                "give exactly one of --output DIR, --output - , --archive PATH or --storage ALIAS"
+            )
+        if storage and (options["parents"] or options["fsync"]):
+            raise CommandError("--parents and --fsync need --output DIR")
+        if options["celery"] and not storage:
+            raise CommandError(
+                "--celery needs --storage ALIAS: workers on other machines write into a "
+                "storage, not this machine's files"
+            )
+        if options["celery"] and options["manifest"]:
+            raise CommandError("--manifest is not available with --celery")
+
+    @staticmethod
+    def storage_name(alias: str, prefix: str) -> str:
+        return f"storage {alias!r}" + (f" under {prefix!r}" if prefix else "")
+
     def outcomes(
-        self, files: Any, options: dict[str, Any], workers: int, progress: Progress
+        self, files: Any, options: dict[str, Any], prefix: str, workers: int, progress: Progress
     ) -> Iterator[Exported]:
-        """The export the options ask for, to an archive or a directory."""
+        """The export the options ask for, to an archive, a storage or a directory."""
 
         def on_bytes(n: int) -> None:
             progress.advance(nbytes=n)
@@ -158,6 +197,15 @@ class Command(ChunkfilesCommand):
                 parents=options["parents"],
                 on_bytes=on_bytes,
             )
+        if options["storage"]:
+            return export_to_storage(
+                files,
+                options["storage"],
+                prefix,
+                workers=workers,
+                verify=options["verify"],
+                overwrite=options["overwrite"],
+            )
         existing = "skip" if options["skip_existing"] else "error"
         return export_to_directory(
             files,
@@ -169,6 +217,38 @@ class Command(ChunkfilesCommand):
             keep_going=options["keep_going"],
             fsync=options["fsync"],
             on_bytes=on_bytes,
+        )
+
+    def export_on_celery(
+        self, files: Any, options: dict[str, Any], prefix: str, workers: int, count: int
+    ) -> None:
+        """``--celery``: batches of file ids to ``chunkfiles.export_files`` on the workers.
+
+        Every batch runs to its end whatever fails in it (as with --keep-going):
+        each broken file is a problem line, and the command exits 1.
+        """
+        from chunkfiles.dispatch import run_for_command
+
+        result = run_for_command(
+            self,
+            options,
+            "chunkfiles.export_files",
+            files,
+            "file_ids",
+            size=int(options["batch_size"]),
+            alias=options["storage"],
+            prefix=prefix,
+            workers=workers,
+            verify=options["verify"],
+            overwrite=options["overwrite"],
+        )
+        self.summary(
+            options,
+            f"Exported {result.get('written', 0)} file(s), "
+            f"{filesizeformat(result.get('bytes', 0))}, to "
+            f"{self.storage_name(options['storage'], prefix)} ({result.get('skipped', 0)} "
+            f"skipped, {result.get('failed', 0)} failed of {count} selected, "
+            f"in {result['batches']} batches).",
         )
 
     def report(self, options: dict[str, Any], outcome: Exported) -> None:
