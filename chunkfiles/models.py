@@ -121,6 +121,9 @@ class FileBlob(models.Model):
 
     class Meta:
         verbose_name = "file blob"
+        # Orphan collection looks names up in batches (path IN ...). Migration
+        # 0005 builds it by hand: a prefix index on MySQL, CONCURRENTLY on PostgreSQL.
+        indexes = [models.Index(fields=["path"], name="chunkfiles_blob_path")]
 
     def __str__(self) -> str:
         return self.checksum
