@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CHUNKFILES_VAR_DIR", BASE_DIR / "var"))
 # SQLite creates its file but not the directory; every manage.py command needs it.
@@ -59,7 +61,16 @@ TEMPLATES = [
 
 def _database(kind: str) -> dict[str, Any]:
     if kind == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "demo.sqlite3"}
+        database: dict[str, Any] = {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "demo.sqlite3",
+        }
+        if django.VERSION >= (5, 1):
+            # Writers (the demo's threads, Celery worker processes) queue for the
+            # write lock when a transaction starts, for up to 20 s, instead of
+            # failing with "database is locked" when a reader upgrades mid-way.
+            database["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+        return database
     if kind == "postgresql":
         return {
             "ENGINE": "django.db.backends.postgresql",

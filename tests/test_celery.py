@@ -70,6 +70,11 @@ def bulk_files(count: int, distinct: int = DISTINCT) -> dict[int, bytes]:
     return {f.pk: datas[a] + datas[b] for f, (a, b) in zip(files, picks, strict=True)}
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def batches(ids: list[int], size: int, **kwargs: Any) -> Iterator[dict[str, Any]]:
     for start in range(0, len(ids), size):
         yield {"file_ids": ids[start : start + size], **kwargs}
@@ -110,11 +115,16 @@ class TestCeleryFanOut:
         # and the same summary but for the batch count.
         summaries = []
         for prefix, celery in (("here", []), ("there", ["--celery", "--batch-size", "400"])):
-            out = io.StringIO()
+            out, err = io.StringIO(), Terminal()
             call_command(
                 "chunkfiles_export", "--all", "--storage", "bucket", "--prefix", prefix,
-                *celery, stdout=out,
+                *celery, stdout=out, stderr=err,
             )  # fmt: skip
+            # On a terminal: a bar of bytes here, a bar of finished batches there.
+            if celery:
+                assert "batches: 100%" in err.getvalue() and "5/5 [" in err.getvalue(), err
+            else:
+                assert "3.91M/3.91M" in err.getvalue(), err.getvalue()
             summaries.append(out.getvalue().split(" in 5 batches")[0].replace(prefix, "P"))
             written = {k.split("/", 1)[1]: v for k, v in stores.etags(f"{prefix}/").items()}
             assert written == {k.split("/", 1)[1]: v for k, v in etags.items()}

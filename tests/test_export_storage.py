@@ -193,6 +193,24 @@ class TestExportToStorage:
         assert out.startswith("Exported 1 file(s)")
 
 
+class TestProgress:
+    def test_the_bar_counts_every_byte_once(self, stores: Stores) -> None:
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        stored()
+        err = Terminal()
+        call_command("chunkfiles_export", "--all", "--storage", "bucket",
+                     stdout=io.StringIO(), stderr=err)  # fmt: skip
+        assert "5 files" in err.getvalue() and "21.0k/21.0k" in err.getvalue()
+        # Run again: the skipped files fill the bar too.
+        err = Terminal()
+        call_command("chunkfiles_export", "--all", "--storage", "bucket",
+                     stdout=io.StringIO(), stderr=err)  # fmt: skip
+        assert "21.0k/21.0k" in err.getvalue()
+
+
 class TestRefused:
     @pytest.mark.parametrize(
         ("args", "message"),

@@ -142,8 +142,10 @@ class Command(ChunkfilesCommand):
                     raise ExportError(f"file {outcome.item.id} failed: {outcome.error}")
                 counts[outcome.status] += 1
                 nbytes += outcome.bytes
-                # Written bytes were counted blob by blob; the rest count at once.
-                progress.advance(files=1, nbytes=0 if outcome.bytes else outcome.item.size or 0)
+                # Bytes written to a directory or an archive were counted blob by
+                # blob (on_bytes); the rest count when their file is done.
+                counted = 0 if storage else outcome.bytes
+                progress.advance(files=1, nbytes=0 if counted else outcome.item.size or 0)
                 if manifest is not None:
                     manifest.write(outcome.manifest_line())
                 self.report(options, outcome)
