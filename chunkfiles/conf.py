@@ -146,6 +146,34 @@ class ChunkfilesSettings:
 chunkfiles_settings = ChunkfilesSettings()
 
 
+def current_storage() -> str:
+    """``CHUNKFILES['STORAGE']`` now: where new blob objects go, and ``FileBlob.storage``'s default.
+
+    A module-level function because migrations refer to a field's callable
+    default by its import path.
+    """
+    return str(chunkfiles_settings.STORAGE)
+
+
+def blob_alias(recorded: str) -> str:
+    """The ``STORAGES`` alias holding a blob whose ``FileBlob.storage`` reads ``recorded``.
+
+    Every reader of that column goes through here (and every query through
+    ``recorded_values``). Each row chunkfiles writes records its alias, and
+    migrations 0002 and 0005 filled in the rows that did not, so ``recorded``
+    is empty only for rows other code wrote straight into the table. Reading
+    those from the current ``STORAGE`` is a safety net, kept in this one place:
+    it guesses wrong once ``STORAGE`` changes, so such rows must be given
+    their alias before it does.
+    """
+    return recorded or current_storage()
+
+
+def recorded_values(alias: str) -> tuple[str, ...]:
+    """The ``FileBlob.storage`` values that ``blob_alias`` reads as ``alias``; for filters."""
+    return (alias, "") if alias == current_storage() else (alias,)
+
+
 @receiver(setting_changed)
 def _reload_settings(*, setting: str, **kwargs: Any) -> None:
     if setting in ("CHUNKFILES", "STORAGES"):

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .conf import blob_alias
 from .exceptions import BlobCorruptError, BlobMissingError, BlobReadError
 from .refs import BlobRef
 from .retry import RetryPolicy
-from .storage import BlobStore, ObjectCorruptError, blob_store, verified
+from .storage import ObjectCorruptError, blob_store, verified
 
 #: Fetches a blob's raw bytes (``FileNotFoundError`` if the object is absent).
 Fetch = Callable[[BlobRef], bytes]
@@ -79,15 +80,11 @@ def settle(
 def storage_fetch(connections: int = 1) -> Fetch:
     """A ``Fetch`` reading each blob from the storage its row names.
 
-    Stores are built once per alias and shared by every thread of the reader.
+    Every thread of the reader shares the storage's one client (``blob_store``).
     """
-    stores: dict[str, BlobStore] = {}
 
     def fetch(ref: BlobRef) -> bytes:
-        store = stores.get(ref.storage)
-        if store is None:
-            store = stores.setdefault(ref.storage, blob_store(ref.storage or None, connections))
         assert ref.path is not None  # load_blob checks before fetching
-        return store.get(ref.path)
+        return blob_store(blob_alias(ref.storage), connections).get(ref.path)
 
     return fetch

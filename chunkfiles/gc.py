@@ -43,8 +43,8 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from .commit import retryable
-from .conf import chunkfiles_settings
-from .storage import BlobStore, blob_store
+from .conf import blob_alias, chunkfiles_settings
+from .storage import blob_store
 
 if TYPE_CHECKING:
     from .models import FileBlobQuerySet
@@ -220,7 +220,7 @@ def _delete_rows(db: str, ids: list[int], cutoff: datetime) -> list[_Gone]:
         # locked it has committed its index rows by now.
         unused = _blobs(db).filter(pk__in=locked, unused_since__lte=cutoff).unreferenced()
         gone = [
-            (pk, _Gone(storage or chunkfiles_settings.STORAGE, path, size or 0))
+            (pk, _Gone(blob_alias(storage), path, size or 0))
             for pk, storage, path, size in unused.values_list("pk", "storage", "path", "size")
         ]
         if gone:
@@ -249,26 +249,15 @@ def _collect_batch(db: str, ids: list[int], cutoff: datetime) -> list[_Gone]:
     return gone
 
 
-class ObjectRemover:
-    """Deletes blob objects in any storage alias, building each ``BlobStore`` once."""
-
-    def __init__(self) -> None:
-        self._stores: dict[str, BlobStore] = {}
-
-    def __getitem__(self, alias: str) -> BlobStore:
-        if alias not in self._stores:
-            self._stores[alias] = blob_store(alias)
-        return self._stores[alias]
-
-    def delete(self, alias: str, name: str, failed: list[tuple[str, str]]) -> bool:
-        """Delete an object; a failure is logged and recorded, not raised."""
-        try:
-            self[alias].delete(name)
-        except Exception:  # any storage fault: the object stays, an orphan
-            logger.warning("could not delete blob object %r in %r", name, alias, exc_info=True)
-            failed.append((alias, name))
-            return False
-        return True
+def delete_object(alias: str, name: str, failed: list[tuple[str, str]]) -> bool:
+    """Delete an object from ``STORAGES[alias]``; a failure is logged and recorded, not raised."""
+    try:
+        blob_store(alias).delete(name)
+    except Exception:  # any storage fault: the object stays, an orphan
+        logger.warning("could not delete blob object %r in %r", name, alias, exc_info=True)
+        failed.append((alias, name))
+        return False
+    return True
 
 
 def named_paths(db: str, names: Iterable[str]) -> set[str]:
@@ -307,7 +296,6 @@ def collect_blobs(
         report.rows, report.bytes = due_for_collection(using=db, grace=grace, now=now)
         return report
     report.marked, report.revived = mark_unused(using=db, now=now, batch_size=batch_size)
-    stores = ObjectRemover()
     for ids in _id_batches(_due(db, cutoff, now), batch_size):
         gone = _collect_batch(db, ids, cutoff)
         report.kept += len(ids) - len(gone)
@@ -319,7 +307,7 @@ def collect_blobs(
         shared = named_paths(db, (row.path for row in gone if row.path is not None))
         for row in gone:
             if row.path is not None and row.path not in shared:
-                report.objects += stores.delete(row.alias, row.path, report.failed)
+                report.objects += delete_object(row.alias, row.path, report.failed)
         if progress is not None:
             progress(len(gone), nbytes)
     return report

@@ -13,7 +13,10 @@ from typing import IO, TYPE_CHECKING, cast
 
 from django.core.files.base import File as DjangoFile
 from django.db import models, router
+from django.db.models import Count, Sum
 from django.utils import timezone
+
+from .conf import blob_alias, current_storage, recorded_values
 
 if TYPE_CHECKING:
     from .refs import BlobRef
@@ -52,11 +55,26 @@ class FileBlobQuerySet(models.QuerySet["FileBlob"]):
 
     def in_storage(self, alias: str) -> FileBlobQuerySet:
         """Blobs whose object lives in the ``STORAGES`` alias ``alias``."""
-        from .conf import chunkfiles_settings
+        return self.filter(storage__in=recorded_values(alias))
 
-        if alias == chunkfiles_settings.STORAGE:
-            return self.filter(storage__in=(alias, ""))
-        return self.filter(storage=alias)
+    def outside_storage(self, alias: str) -> FileBlobQuerySet:
+        """Blobs whose object lives in any ``STORAGES`` alias but ``alias``."""
+        return self.exclude(storage__in=recorded_values(alias))
+
+    def aliases(self) -> list[str]:
+        """The ``STORAGES`` aliases holding these blobs' objects, sorted (one query)."""
+        recorded = self.order_by().values_list("storage", flat=True).distinct()
+        return sorted({blob_alias(value) for value in recorded})
+
+    def totals_by_storage(self) -> dict[str, tuple[int, int]]:
+        """``alias -> (blobs, bytes)`` of these blobs, sorted by alias (one query)."""
+        totals: dict[str, tuple[int, int]] = {}
+        rows = self.order_by().values_list("storage").annotate(n=Count("pk"), size=Sum("size"))
+        for recorded, n, size in rows:
+            alias = blob_alias(recorded)  # '' and STORAGE's own name add up
+            blobs, nbytes = totals.get(alias, (0, 0))
+            totals[alias] = (blobs + n, nbytes + (size or 0))
+        return dict(sorted(totals.items()))
 
     def mark_lost(self, *, path: str | None = None) -> int:
         """Mark these blobs lost (their object is gone); returns how many changed.
@@ -90,13 +108,14 @@ class FileBlob(models.Model):
     timestamp = models.DateTimeField(
         default=timezone.now, db_index=True, help_text="When the blob was first stored."
     )
+    # Always recorded: a row that relied on CHUNKFILES['STORAGE'] would be read
+    # from the wrong storage once that setting changed.
     storage = models.CharField(
         max_length=64,
-        blank=True,
-        default="",
+        default=current_storage,
         help_text=(
-            "Alias in STORAGES that holds the object; empty means CHUNKFILES['STORAGE'] "
-            "(rows written before blobs recorded their storage)."
+            "Alias in STORAGES that holds the object; defaults to CHUNKFILES['STORAGE'] "
+            "when the row is created."
         ),
     )
     lost_at = models.DateTimeField(
@@ -130,10 +149,8 @@ class FileBlob(models.Model):
 
     @property
     def storage_alias(self) -> str:
-        """The ``STORAGES`` alias holding this blob's object."""
-        from .conf import chunkfiles_settings
-
-        return self.storage or chunkfiles_settings.STORAGE
+        """The ``STORAGES`` alias holding this blob's object (see ``conf.blob_alias``)."""
+        return blob_alias(self.storage)
 
     @classmethod
     def from_file(cls, fileobj: IO[bytes] | DjangoFile[bytes]) -> FileBlob:

@@ -40,10 +40,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import DatabaseError, connections, router
-from django.db.models import Count, Sum
 
 from .commit import retryable
-from .conf import chunkfiles_settings
+from .conf import blob_alias, chunkfiles_settings
 from .storage import BlobStore, ObjectCorruptError, blob_store, new_blob_name
 
 if TYPE_CHECKING:
@@ -102,31 +101,12 @@ def check_aliases(dst: str, src: str | None = None) -> None:
 def storage_summary(using: str | None = None) -> list[tuple[str, int, int]]:
     """``(alias, blobs, bytes)`` per storage holding blob objects, by alias.
 
-    Rows recorded with an empty storage count under ``CHUNKFILES['STORAGE']``;
-    lost blobs (no object) are not counted.
+    Lost blobs (no object) are not counted.
     """
     from .models import FileBlob
 
-    totals: dict[str, list[int]] = {}
-    rows = (
-        FileBlob.objects.using(using)
-        .stored()
-        .filter(path__isnull=False)
-        .values("storage")
-        .annotate(blobs=Count("pk"), nbytes=Sum("size"))
-        .order_by()
-    )
-    for row in rows:
-        alias = row["storage"] or chunkfiles_settings.STORAGE
-        total = totals.setdefault(alias, [0, 0])
-        total[0] += row["blobs"]
-        total[1] += row["nbytes"] or 0
-    return [(alias, blobs, nbytes) for alias, (blobs, nbytes) in sorted(totals.items())]
-
-
-def _recorded_as(alias: str) -> list[str]:
-    """The ``FileBlob.storage`` values meaning ``alias`` ('' is ``CHUNKFILES['STORAGE']``)."""
-    return [alias, ""] if alias == chunkfiles_settings.STORAGE else [alias]
+    rows = FileBlob.objects.using(using).stored().filter(path__isnull=False)
+    return [(alias, blobs, nbytes) for alias, (blobs, nbytes) in rows.totals_by_storage().items()]
 
 
 def blobs_to_move(
@@ -135,11 +115,8 @@ def blobs_to_move(
     """Blobs with an object (not lost) outside ``dst`` (and in ``src`` if given)."""
     from .models import FileBlob
 
-    rows = FileBlob.objects.using(using).stored().filter(path__isnull=False)
-    rows = rows.exclude(storage__in=_recorded_as(dst))
-    if src is not None:
-        rows = rows.filter(storage__in=_recorded_as(src))
-    return rows
+    rows = FileBlob.objects.using(using).stored().filter(path__isnull=False).outside_storage(dst)
+    return rows if src is None else rows.in_storage(src)
 
 
 def _locations(rows: QuerySet[FileBlob]) -> Iterator[BlobLocation]:
@@ -160,19 +137,16 @@ def _locations(rows: QuerySet[FileBlob]) -> Iterator[BlobLocation]:
 
 
 class _Mover:
-    """The storage half of a move: copies on a pool, one store per alias."""
+    """The storage half of a move: copies on a pool."""
 
     def __init__(self, dst: str, workers: int) -> None:
         self.dst = dst
         self.workers = max(1, workers)
-        self.stores: dict[str, BlobStore] = {}
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="chunkfiles-move")
 
-    def store(self, alias: str) -> BlobStore:
-        alias = alias or chunkfiles_settings.STORAGE
-        if alias not in self.stores:
-            self.stores[alias] = blob_store(alias, connections=self.workers)
-        return self.stores[alias]
+    def store(self, recorded: str) -> BlobStore:
+        """The store of a blob whose row records ``recorded`` (or of ``dst``)."""
+        return blob_store(blob_alias(recorded), connections=self.workers)
 
     def copy(self, blob: BlobLocation) -> str:
         """Copy the blob to a fresh name in ``dst``; the name, once read back and checked."""

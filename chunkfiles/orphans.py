@@ -24,16 +24,17 @@ from typing import TypeVar
 
 from django.utils import timezone
 
-from .conf import chunkfiles_settings
+from .conf import chunkfiles_settings, current_storage
 from .gc import (
     BATCH_SIZE,
     GcError,
-    ObjectRemover,
     Progress,
     blob_database,
+    delete_object,
     grace_period,
     named_paths,
 )
+from .storage import blob_store
 
 T = TypeVar("T")
 
@@ -59,12 +60,8 @@ def orphan_aliases(using: str | None = None) -> list[str]:
     """The storage aliases a sweep lists: every one a blob row uses, and ``STORAGE``."""
     from .models import FileBlob
 
-    rows = FileBlob.objects.using(blob_database(using)).order_by()
-    used = {
-        alias or chunkfiles_settings.STORAGE
-        for alias in rows.values_list("storage", flat=True).distinct()
-    }
-    return sorted(used | {chunkfiles_settings.STORAGE})
+    used = FileBlob.objects.using(blob_database(using)).aliases()
+    return sorted({*used, current_storage()})
 
 
 def listing_root(prefix: str) -> str:
@@ -110,9 +107,8 @@ def collect_orphans(
     root = listing_root(prefix)
     cutoff = timezone.now() - grace_period(grace)
     report = OrphanReport(dry_run=dry_run, aliases=orphan_aliases(db))
-    stores = ObjectRemover()
     for alias in report.aliases:
-        for batch in _batches(stores[alias].iter_objects(root), batch_size):
+        for batch in _batches(blob_store(alias).iter_objects(root), batch_size):
             report.listed += len(batch)
             ours = [(name, _aware(mtime)) for name, mtime in batch if name.startswith(prefix)]
             old = [name for name, mtime in ours if mtime <= cutoff]
@@ -124,7 +120,7 @@ def collect_orphans(
                 if dry_run:
                     report.deleted += 1
                 else:
-                    report.deleted += stores.delete(alias, name, report.failed)
+                    report.deleted += delete_object(alias, name, report.failed)
             if progress is not None:
                 progress(len(batch), 0)
     return report

@@ -29,7 +29,7 @@ class BlobRef(NamedTuple):
     size: int
     checksum: str
     path: str | None
-    #: ``STORAGES`` alias holding the object; '' means ``CHUNKFILES['STORAGE']``.
+    #: The row's ``FileBlob.storage``, as recorded; ``conf.blob_alias`` names its alias.
     storage: str = ""
     blob_id: int | None = None
 

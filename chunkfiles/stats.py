@@ -62,7 +62,6 @@ class StoreStats:
 
 def store_stats(using: str = "default", *, largest: int = 10) -> StoreStats:
     """Aggregate the tables on ``using``; ``largest`` biggest files are listed."""
-    from .conf import chunkfiles_settings
     from .models import File, FileBlob, FileBlobIndex
 
     files = File.objects.using(using)
@@ -82,14 +81,10 @@ def store_stats(using: str = "default", *, largest: int = 10) -> StoreStats:
         .annotate(n=Count("pk"), total=Sum("size"))
         .order_by(F("total").desc(nulls_last=True), "type")
     )
-    per_storage: dict[str, dict[str, int]] = {}
-    for row in (
-        blobs.values("storage").annotate(n=Count("pk"), total=Sum("size")).order_by("storage")
-    ):
-        alias = row["storage"] or chunkfiles_settings.STORAGE
-        entry = per_storage.setdefault(alias, {"blobs": 0, "bytes": 0})
-        entry["blobs"] += row["n"]
-        entry["bytes"] += row["total"] or 0
+    per_storage = {
+        alias: {"blobs": n, "bytes": nbytes}
+        for alias, (n, nbytes) in blobs.totals_by_storage().items()
+    }
     top = files.filter(size__isnull=False).order_by("-size", "pk")[:largest]
     return StoreStats(
         files=file_totals["count"],

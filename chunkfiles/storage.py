@@ -25,7 +25,7 @@ from typing import Protocol
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 
-from .conf import chunkfiles_settings
+from .conf import chunkfiles_settings, current_storage
 from .exceptions import BlobWriteError
 from .retry import RetryPolicy, retrying
 
@@ -220,12 +220,19 @@ class StorageRawStore:
 
 def blob_storage(alias: str | None = None) -> Storage:
     """The Django storage ``alias`` (default ``CHUNKFILES['STORAGE']``), built lazily by Django."""
-    return storages[alias or chunkfiles_settings.STORAGE]
+    return storages[current_storage() if alias is None else alias]
 
 
 def blob_store(alias: str | None = None, connections: int = 1) -> BlobStore:
-    """The store for ``alias`` (default ``CHUNKFILES['STORAGE']``) for ``connections`` threads."""
-    alias = alias or chunkfiles_settings.STORAGE
+    """The store for ``alias`` (default ``CHUNKFILES['STORAGE']``) for ``connections`` threads.
+
+    Cheap enough to call per operation, so callers keep no caches of their
+    own: Django builds each storage once, and the S3 client (the costly part)
+    is built once per storage and shared (``S3RawStore.for_storage``). A
+    blob row's recorded storage goes through ``conf.blob_alias`` first; ''
+    is no alias.
+    """
+    alias = current_storage() if alias is None else alias
     storage = storages[alias]
     from . import s3
 

@@ -29,12 +29,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .conf import chunkfiles_settings
+from .conf import blob_alias
 from .exceptions import BlobCorruptError, BlobMissingError, BlobReadError
 from .export import ExportItem, checked_index, iter_items
 from .fetch import load_blob, settle, storage_fetch
 from .refs import BlobRef, relocate
-from .storage import BlobStore, ObjectCorruptError, blob_store
+from .storage import ObjectCorruptError, blob_store
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -113,7 +113,9 @@ def _blob_rows(blobs: QuerySet[FileBlob]) -> Iterator[tuple[int, str | None, int
         if not rows:
             return
         last = rows[-1][0]
-        yield from ((pk, path, size or 0, c, s, lost) for pk, path, size, c, s, lost in rows)
+        yield from (
+            (pk, path, size or 0, c, blob_alias(s), lost) for pk, path, size, c, s, lost in rows
+        )
 
 
 def _users(blob_id: int, using: str) -> list[tuple[int, str, int]]:
@@ -135,13 +137,6 @@ def verify_blobs(
     from .models import FileBlob
 
     using = blobs.db
-    stores: dict[str, BlobStore] = {}
-
-    def store(alias: str) -> BlobStore:
-        alias = alias or chunkfiles_settings.STORAGE
-        if alias not in stores:
-            stores[alias] = blob_store(alias, workers)
-        return stores[alias]
 
     def tasks() -> Iterator[tuple[tuple[Any, ...], Callable[[], bytes]]]:
         for row in _blob_rows(blobs):
@@ -149,14 +144,14 @@ def verify_blobs(
             if path is None:
                 yield row, _raise(FileNotFoundError("no storage name recorded"))
             else:
-                yield row, _bind(store(alias).get_verified, path, size, checksum)
+                store = blob_store(alias, workers)
+                yield row, _bind(store.get_verified, path, size, checksum)
 
     with (
         ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunkfiles-verify") as pool,
         contextlib.closing(_ordered(pool, tasks(), 2 * max(1, workers))) as results,
     ):
         for (pk, path, size, checksum, alias, lost_at), future in results:
-            alias = alias or chunkfiles_settings.STORAGE
             try:
                 future.result()
             except Exception as exc:
@@ -280,7 +275,7 @@ def _blob_problem(exc: BlobReadError, item: ExportItem, ref: BlobRef, marked: bo
         file_name=item.name,
         checksum=ref.checksum,
         offset=ref.offset,
-        storage=ref.storage or chunkfiles_settings.STORAGE,
+        storage=blob_alias(ref.storage),
         path=ref.path,
         marked_lost=marked,
     )

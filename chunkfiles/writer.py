@@ -29,7 +29,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .chunking import blob_checksum
-from .conf import chunkfiles_settings
+from .conf import chunkfiles_settings, current_storage
 from .exceptions import BlobWriteError
 from .storage import blob_store, new_blob_name
 
@@ -69,7 +69,7 @@ class BlobWriter:
     def __init__(self, using: str, workers: int) -> None:
         self.using = using
         self.workers = max(1, workers)
-        self.alias = chunkfiles_settings.STORAGE
+        self.alias = current_storage()
         self.store = blob_store(self.alias, connections=self.workers)
         self.known: dict[str, FileBlob] = {}
         self._rereads: dict[str, Reread | tuple[int, int]] = {}

@@ -398,6 +398,29 @@ class TestBlobs:
         assert store_summary["saved_percent"] == "50%"
         assert "Deduplication saves" in html and "blobs: 4 blobs" in html
 
+    def test_storage_filter_and_totals_count_rows_without_a_storage_under_it(
+        self, fs_storage: StorageSetup, admin_client: Client
+    ) -> None:
+        store("one.bin", payload(2 * BLOB_SIZE + 5))
+        legacy, elsewhere = FileBlob.objects.order_by("pk")[:2]
+        # A row other code wrote without a storage, and one in another alias.
+        FileBlob.objects.filter(pk=legacy.pk).update(storage="")
+        FileBlob.objects.filter(pk=elsewhere.pk).update(storage="archive")
+
+        response = admin_client.get(BLOBS)
+        in_blobs = admin_client.get(BLOBS, {"storage": "blobs"})
+        in_archive = admin_client.get(BLOBS, {"storage": "archive"})
+
+        assert [s["alias"] for s in response.context["store"]["storages"]] == ["archive", "blobs"]
+        assert [s["blobs"] for s in response.context["store"]["storages"]] == [1, 2]
+        [storage_filter] = [f for f in response.context["cl"].filter_specs if f.title == "storage"]
+        assert [value for value, _ in storage_filter.lookup_choices] == ["archive", "blobs"]
+        assert sorted(b.pk for b in in_blobs.context["cl"].result_list) == sorted(
+            set(FileBlob.objects.values_list("pk", flat=True)) - {elsewhere.pk}
+        )
+        assert [b.pk for b in in_archive.context["cl"].result_list] == [elsewhere.pk]
+        assert '<td class="field-storage_display">blobs</td>' in text(in_blobs)
+
     def test_unreferenced_filter_and_search(
         self, fs_storage: StorageSetup, admin_client: Client
     ) -> None:

@@ -271,6 +271,8 @@ def test_import_keeps_good_files_byte_for_byte_and_reports_broken_ones(storage, 
     assert f"Sentry file {corrupt} ('corrupt.bin') at offset 0" in err
     assert "bytes hash to SHA-1" in err
     assert not SentryImport.objects.filter(sentry_file_id__in=[missing, corrupt]).exists()
+    # Imported blobs record the storage they were written to, as uploads do.
+    assert set(FileBlob.objects.values_list("storage", flat=True)) == {storage.alias}
 
     bundle = imported(multi)
     assert content(bundle) == payload

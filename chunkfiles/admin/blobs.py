@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -25,7 +25,7 @@ from .display import (
     index_row_counts,
     short_checksum,
 )
-from .filters import FileFilter, UsageFilter
+from .filters import FileFilter, StorageFilter, UsageFilter
 
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -49,7 +49,7 @@ class FileBlobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "path",
         "timestamp",
     )
-    list_filter = (UsageFilter, FileFilter, "storage")
+    list_filter = (UsageFilter, FileFilter, StorageFilter)
     search_fields = ("=path",)
     search_help_text = "A blob's SHA-256, or its storage name."
     ordering = ("-timestamp", "-pk")
@@ -109,21 +109,12 @@ class FileBlobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """Bytes the files hold against bytes stored, and blobs per storage (two queries)."""
         db = self.get_queryset(request).db
         logical = File.objects.using(db).aggregate(total=Sum("size"))["total"] or 0
-        per_storage = (
-            FileBlob.objects.using(db)
-            .values_list("storage")
-            .annotate(n=Count("pk"), size=Sum("size"))
-            .order_by("storage")
-        )
+        per_storage = FileBlob.objects.using(db).totals_by_storage()
         storages = [
-            {
-                "alias": alias or chunkfiles_settings.STORAGE,
-                "blobs": n,
-                "size": human_size(size or 0),
-            }
-            for alias, n, size in per_storage
+            {"alias": alias, "blobs": n, "size": human_size(size)}
+            for alias, (n, size) in per_storage.items()
         ]
-        stored = sum(size or 0 for _, _, size in per_storage)
+        stored = sum(size for _, size in per_storage.values())
         saved = max(0, logical - stored)
         return {
             "logical": human_size(logical),

@@ -12,7 +12,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from ..conf import chunkfiles_settings
+from ..conf import blob_alias
 from ..models import FileBlobIndex
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def file_blobs_table(file: File, blob_url: Callable[[int], str], all_url: str) -
                 human_size(size),
                 blob_url(pk),
                 checksum,
-                storage or chunkfiles_settings.STORAGE,
+                blob_alias(storage),
             )
             for offset, pk, size, checksum, storage in rows
         ),

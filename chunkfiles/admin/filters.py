@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from ..models import File, FileBlobIndex
+from ..models import File, FileBlob, FileBlobIndex
 
 #: Seconds the list of file types offered by ``TypeFilter`` is reused.
 TYPES_TTL = 60.0
@@ -78,6 +78,21 @@ class UsageFilter(admin.SimpleListFilter):
         if value == "lost":
             return queryset.lost()  # type: ignore[attr-defined, no-any-return]
         return queryset
+
+
+class StorageFilter(admin.SimpleListFilter):
+    """Blobs in one ``STORAGES`` alias; rows recorded before blobs named theirs included."""
+
+    title = "storage"
+    parameter_name = "storage"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        using = model_admin.get_queryset(request).db
+        return [(alias, alias) for alias in FileBlob.objects.using(using).aliases()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        value = self.value()
+        return queryset.in_storage(value) if value else queryset  # type: ignore[attr-defined]
 
 
 class FileFilter(admin.SimpleListFilter):
