@@ -94,7 +94,7 @@ class FileBlob(models.Model):
     # Nullable like Sentry's column: NULL (no object) is not the same as "".
     path = models.TextField(  # noqa: DJ001
         null=True,
-        help_text="Name of the object in the blob storage (STORAGES alias CHUNKFILES['STORAGE']).",
+        help_text="Name of the object in the blob storage (the STORAGES alias in ``storage``).",
     )
     size = models.PositiveBigIntegerField(null=True, help_text="Length of the blob in bytes.")
     checksum = models.CharField(

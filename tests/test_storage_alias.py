@@ -38,7 +38,7 @@ DATA = b"".join(bytes([n]) * BLOB for n in range(3)) + b"tail"
 #: Blobs of DATA.
 N = 4
 
-backfill = importlib.import_module("chunkfiles.migrations.0005_fileblob_storage_default")
+backfill = importlib.import_module("chunkfiles.migrations.0006_fileblob_storage_default")
 
 
 class Disks:

@@ -17,7 +17,7 @@ def record_storage(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chunkfiles', '0004_file_size_type_indexes'),
+        ('chunkfiles', '0005_fileblob_path_index'),
     ]
 
     operations = [
@@ -25,6 +25,11 @@ class Migration(migrations.Migration):
             model_name='fileblob',
             name='storage',
             field=models.CharField(default=chunkfiles.conf.current_storage, help_text="Alias in STORAGES that holds the object; defaults to CHUNKFILES['STORAGE'] when the row is created.", max_length=64),
+        ),
+        migrations.AlterField(
+            model_name='fileblob',
+            name='path',
+            field=models.TextField(help_text='Name of the object in the blob storage (the STORAGES alias in ``storage``).', null=True),
         ),
         migrations.RunPython(record_storage, migrations.RunPython.noop),
     ]
