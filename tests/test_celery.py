@@ -20,11 +20,12 @@ from django.db.models import Sum
 
 from chunkfiles.dispatch import combine, dispatch, pk_batches
 from chunkfiles.importing import walk
-from chunkfiles.models import File, FileBlob, FileBlobIndex
+from chunkfiles.models import File, FileBlob
 from chunkfiles.move import blobs_to_move
 from chunkfiles.safenames import safe_relpath
 from chunkfiles.tasks import checked_summary
 from chunkfiles.verify import verify_files
+from testproject.bulkfiles import BLOB, bulk_files
 from tests.celeryworkers import RABBITMQ, REDIS, Workers
 from tests.processes import ROOT
 from tests.twostores import Stores, make_files, read_all, two_storages
@@ -32,8 +33,6 @@ from tests.twostores import Stores, make_files, read_all, two_storages
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FILES = 2000
-DISTINCT = 300
-BLOB = 1024
 
 
 @pytest.fixture
@@ -46,28 +45,6 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
 def two_workers(stores: Stores, tmp_path: Path) -> Iterator[Workers]:
     with Workers(REDIS, 2, tmp_path) as workers:
         yield workers
-
-
-def bulk_files(count: int, distinct: int = DISTINCT) -> dict[int, bytes]:
-    """``count`` files of two blobs each, drawn from ``distinct`` stored blobs (rows in bulk)."""
-    datas = [os.urandom(BLOB) for _ in range(distinct)]
-    blobs = FileBlob.from_files([io.BytesIO(d) for d in datas])
-    picks = [(i % distinct, (7 * i + 3) % distinct) for i in range(count)]
-    files = File.objects.bulk_create(
-        File(
-            name=f"dir/{i:05}.bin",
-            type="bulk",
-            size=2 * BLOB,
-            checksum=hashlib.sha1(datas[a] + datas[b]).hexdigest(),
-        )
-        for i, (a, b) in enumerate(picks)
-    )
-    FileBlobIndex.objects.bulk_create(
-        FileBlobIndex(file=f, blob=blobs[ab[k]], offset=k * BLOB)
-        for f, ab in zip(files, picks, strict=True)
-        for k in (0, 1)
-    )
-    return {f.pk: datas[a] + datas[b] for f, (a, b) in zip(files, picks, strict=True)}
 
 
 class Terminal(io.StringIO):
