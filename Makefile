@@ -8,7 +8,7 @@ EXTRAS ?= s3,dev
 DJANGO ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-postgresql test-mariadb test-browser lint demo bench dist docs clean
+.PHONY: venv test test-postgresql test-mariadb test-browser lint demo bench bench-celery dist docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ endif
 ## Fails only on wrong bytes or a crash; BENCH_ARGS="--strict" fails on missed counts too.
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(if $(filter 1,$(QUICK)),--quick,) $(BENCH_ARGS)
+
+## make bench-celery: bulk verify and export in one process, on 1 and on 2 Celery
+## workers (files/s; README "Bulk jobs on Celery"). Needs PostgreSQL on 127.0.0.1:5432
+## (user postgres) and Redis on 127.0.0.1:6379. BENCH_ARGS="--celery-files 300 --runs 1".
+bench-celery: $(STAMP)
+	$(PY) -m benchmarks.run --suites celery $(BENCH_ARGS)
 
 ## make dist: the sdist and the wheel in dist/ (.ci/dist-smoke checks and installs them).
 dist: $(STAMP)

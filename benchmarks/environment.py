@@ -45,6 +45,11 @@ class Spec:
     source_path: str = ""  # the test file's bytes, for uploads
     file_id: int = 0  # the File holding the read test file
     index_file_id: int = 0  # a File of many small blobs: opening and random access
+    database: str = ""  # a PostgreSQL database (127.0.0.1:5432) instead of SQLite
+    files: int = 0  # how many bulk files (the Celery suite)
+    batch: int = 0  # files per Celery task
+    queue: str = ""  # the Celery queue a dispatcher sends to
+    prefix: str = ""  # the storage prefix an export writes under
 
     @property
     def db_path(self) -> str:
@@ -78,6 +83,46 @@ def storage_options(spec: Spec, endpoint_url: str | None = None) -> dict[str, An
     )
 
 
+#: Where ``Spec.database`` lives: the PostgreSQL server the tests use too.
+POSTGRESQL = {"USER": "postgres", "HOST": "127.0.0.1", "PORT": "5432"}
+
+
+def database_settings(spec: Spec) -> dict[str, Any]:
+    """``DATABASES["default"]``: the spec's PostgreSQL database, or SQLite in the workdir.
+
+    Processes that must share the rows (Celery workers) need PostgreSQL:
+    SQLite locks the whole file across processes.
+    """
+    if spec.database:
+        return {"ENGINE": "django.db.backends.postgresql", "NAME": spec.database, **POSTGRESQL}
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": spec.db_path}
+
+
+def chunkfiles_settings(spec: Spec, endpoint_url: str | None = None) -> dict[str, Any]:
+    """``STORAGES`` and ``CHUNKFILES`` of the benchmark project (by setting name)."""
+    return {
+        "STORAGES": {
+            "default": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": os.path.join(spec.workdir, "media")},
+            },
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+            "blobs": {
+                "BACKEND": "storages.backends.s3.S3Storage",
+                "OPTIONS": storage_options(spec, endpoint_url),
+            },
+        },
+        "CHUNKFILES": {
+            "STORAGE": "blobs",
+            "BLOB_SIZE": spec.blob_size,
+            "UPLOAD_WORKERS": spec.workers,
+            "PREFETCH_WORKERS": spec.workers,
+            "READAHEAD": spec.readahead,
+            "TEMP_DIR": spec.temp_dir,
+        },
+    }
+
+
 def configure_django(spec: Spec, endpoint_url: str | None = None) -> None:
     """``settings.configure()`` for the benchmark project, then ``django.setup()``."""
     import django
@@ -89,26 +134,8 @@ def configure_django(spec: Spec, endpoint_url: str | None = None) -> None:
         USE_TZ=True,
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "chunkfiles"],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": spec.db_path}},
-        STORAGES={
-            "default": {
-                "BACKEND": "django.core.files.storage.FileSystemStorage",
-                "OPTIONS": {"location": os.path.join(spec.workdir, "media")},
-            },
-            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-            "blobs": {
-                "BACKEND": "storages.backends.s3.S3Storage",
-                "OPTIONS": storage_options(spec, endpoint_url),
-            },
-        },
-        CHUNKFILES={
-            "STORAGE": "blobs",
-            "BLOB_SIZE": spec.blob_size,
-            "UPLOAD_WORKERS": spec.workers,
-            "PREFETCH_WORKERS": spec.workers,
-            "READAHEAD": spec.readahead,
-            "TEMP_DIR": spec.temp_dir,
-        },
+        DATABASES={"default": database_settings(spec)},
+        **chunkfiles_settings(spec, endpoint_url),
     )
     django.setup()
 

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import big, export_bench, opening, retries, sweep
+from . import big, celery_bench, export_bench, opening, retries, sweep
 from .environment import MIB, Spec, machine_info, servers
 from .harness import Bench, log, prepare
 from .report import CORRECTNESS, COUNT, MEASURE, Section
@@ -33,8 +33,9 @@ SUITES: dict[str, Suite] = {
     "retries": retries.run,
     "export": export_bench.run,
 }
-#: Suites run only when named (``--suites big`` or ``--big``).
-OPTIONAL: dict[str, Suite] = {"big": big.run}
+#: Suites run only when named (``--suites big`` or ``--big``; ``--suites celery``:
+#: needs PostgreSQL and Redis, ``make bench-celery``).
+OPTIONAL: dict[str, Suite] = {"big": big.run, "celery": celery_bench.run}
 
 
 def _defaults() -> dict[str, int]:
@@ -91,6 +92,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--big", action="store_true", help=f"only the {big.BIG_MIB} MiB peak-memory suite (slow)"
+    )
+    parser.add_argument(
+        "--celery-files",
+        type=int,
+        help=f"files of the celery suite ({celery_bench.FILES}; {celery_bench.QUICK_FILES} "
+        "with --quick)",
+    )
+    parser.add_argument(
+        "--celery-batch",
+        type=int,
+        default=celery_bench.BATCH,
+        help="files per Celery task in the celery suite (%(default)s)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 on a missed count target too")
     args = parser.parse_args(argv)

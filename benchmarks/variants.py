@@ -6,7 +6,12 @@ module's ``VARIANTS`` below.
 
 from __future__ import annotations
 
-from . import export_bench, reads, uploads
+from . import celery_bench, export_bench, reads, uploads
 from .workload import Variant
 
-VARIANTS: dict[str, Variant] = {**reads.VARIANTS, **uploads.VARIANTS, **export_bench.VARIANTS}
+VARIANTS: dict[str, Variant] = {
+    **reads.VARIANTS,
+    **uploads.VARIANTS,
+    **export_bench.VARIANTS,
+    **celery_bench.VARIANTS,
+}

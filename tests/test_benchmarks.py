@@ -9,6 +9,9 @@ it should not, a ratio that is not the median of the per-run ratios.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +24,7 @@ from benchmarks.run import parse_args
 from benchmarks.sweep import Results
 from chunkfiles.conf import DEFAULTS
 from testproject.seaweed import SeaweedS3
+from tests.processes import ROOT
 
 BUCKET = "bench-tests"
 BODY = 256 * 1024
@@ -164,3 +168,40 @@ class TestArguments:
     def test_rotation_changes_the_order_each_run(self) -> None:
         assert rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
         assert rotated([], 3) == []
+
+
+class TestCelerySuite:
+    def test_a_tiny_run_reports_every_row_and_every_file_done(self, tmp_path: Any) -> None:
+        # The whole suite in its own process, as `make bench-celery` runs it:
+        # its own database, SeaweedFS and two workers. Timings are not checked.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k != "DJANGO_SETTINGS_MODULE" and not k.startswith("CHUNKFILES_")
+        }
+        run = subprocess.run(
+            [
+                *(sys.executable, "-m", "benchmarks.run", "--suites", "celery"),
+                *("--celery-files", "60", "--celery-batch", "20", "--runs", "1"),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        report = run.stdout
+        assert "Bulk jobs on Celery: 60 files of two 1 KiB blobs, batches of 20" in report
+        for job in ("verify", "export"):
+            for where in ("one process", "1 worker", "2 workers"):
+                assert re.search(rf"^{job} +{where} +[\d.]+ +[\d.]+$", report, re.M), (job, where)
+            assert re.search(rf"^{job}: speed-up of 2 workers over 1 +[\d.]+x", report, re.M)
+        # The correctness checks count every file (and every exported object) of every variant.
+        assert re.search(r"^verify: files checked, no problem .* 60 +== 60 +PASS$", report, re.M)
+        assert re.search(
+            r"^export: objects written with the right size .* 60 +== 60 +PASS$", report, re.M
+        )
+        assert "0 correctness; 0 crashed variant(s)" in report
+        # Both workers took batches: the 2-worker rows really ran on two processes.
+        assert re.search(r"w0: export_files \d+, verify_files \d+; w1: export_files \d+", report)
