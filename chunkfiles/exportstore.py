@@ -152,6 +152,15 @@ class _Target:
         return used
 
 
+def _relocate(ref: BlobRef, using: str) -> BlobRef | None:
+    # Runs in whichever thread reads the file: for a large file that is one of
+    # s3transfer's, which would keep the connection open until it is collected.
+    try:
+        return relocate(ref, using)
+    finally:
+        connections[using].close()
+
+
 def _export_one(
     target: _Target,
     item: ExportItem,
@@ -173,7 +182,7 @@ def _export_one(
             file_id=item.id,
             expected_size=item.size,
             readahead=False,
-            relocate=lambda ref: relocate(ref, using),
+            relocate=lambda ref: _relocate(ref, using),
         ) as reader:
             used = target.write(name, cast(IO[bytes], reader), index.size, check)
         if used != name:
@@ -181,8 +190,6 @@ def _export_one(
             target.delete(used)
     except (OSError, ExportError) as exc:
         return Exported(item, name, "failed", str(exc))
-    finally:
-        connections.close_all()  # this thread's, opened if a blob had to be relocated
     return Exported(item, name, "written")
 
 
