@@ -81,14 +81,30 @@ class _Pipe:
         if self.done:
             return
         loop = self.conn.loop
-        if self.conn.proxy.latency <= 0 and not self._items:
+        if self.conn.proxy.latency <= 0 and not self._items and self.sink is not None:
             self._release(data)
             return
         self._items.append((loop.time() + self.conn.proxy.latency, data))
         self._queued += len(data or b"")
-        if self._timer is None:
-            self._timer = loop.call_at(self._items[0][0], self._flush)
+        self._schedule()
         self.hold("line", self._queued > DELAY_LINE_BYTES)
+
+    def attach_sink(self, sink: asyncio.Transport) -> None:
+        """Start delivering to ``sink``, first what arrived before it existed.
+
+        The client's request can arrive before the upstream connection is made:
+        ``pause_reading()`` in ``connection_made()`` is ignored on Python 3.10
+        and early 3.11 releases such as Debian 12's 3.11.2 (CPython gh-103607),
+        so the "connecting" hold cannot be relied on to keep those bytes in the
+        client's socket.
+        """
+        self.sink = sink
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Time the release of the oldest chunk, once there is a sink for it."""
+        if self._timer is None and self._items and self.sink is not None and not self.done:
+            self._timer = self.conn.loop.call_at(self._items[0][0], self._flush)
 
     def _flush(self) -> None:
         self._timer = None
@@ -97,8 +113,7 @@ class _Pipe:
             _, data = self._items.popleft()
             self._queued -= len(data or b"")
             self._release(data)
-        if self._items and not self.done:
-            self._timer = self.conn.loop.call_at(self._items[0][0], self._flush)
+        self._schedule()
         self.hold("line", self._queued > DELAY_LINE_BYTES)
 
     def _release(self, data: bytes | None) -> None:
@@ -160,7 +175,7 @@ class _Side(asyncio.Protocol):
             self.conn.reset()
             return
         self.outgoing.source = transport
-        self.incoming.sink = transport
+        self.incoming.attach_sink(transport)
         if self.outgoing.held:
             transport.pause_reading()
         if self is self.conn.client:
@@ -206,7 +221,7 @@ class _Connection:
         self.cut_left: int | None = None
 
     async def open_upstream(self) -> None:
-        """Connect upstream while the client's reading is paused."""
+        """Connect upstream; the client's bytes wait in the request pipe meanwhile."""
         try:
             await self.loop.create_connection(
                 lambda: _Side(self, self.responses, self.requests),
@@ -483,7 +498,8 @@ class TcpProxy:
             self.connections += 1
         if not conn.refused:
             self._connections.add(conn)
-            # Nothing is read from the client until the upstream is connected.
+            # Read as little as possible from the client until the upstream is
+            # connected; what is read waits in the request pipe (attach_sink).
             conn.requests.hold("connecting", True)
         return conn.client
 

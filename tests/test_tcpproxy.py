@@ -249,3 +249,45 @@ def test_stop_closes_open_connections(seaweed: SeaweedS3) -> None:
             while sock.recv(65536):
                 pass
     p.stop()  # idempotent
+
+
+def test_a_request_waiting_before_the_upstream_connects_is_forwarded() -> None:
+    """Bytes read from the client before the upstream exists are kept, not dropped.
+
+    Python 3.10 (and early 3.11 releases) ignores ``pause_reading()`` in
+    ``connection_made()`` (CPython gh-103607), so a request already in the
+    client's socket when the proxy accepts is read at once: this lost boto3's
+    requests on Python 3.10.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    blocked, release = threading.Event(), threading.Event()
+
+    def block_the_loop() -> None:
+        blocked.set()
+        release.wait(10)
+
+    with (
+        listener,
+        TcpProxy("127.0.0.1", listener.getsockname()[1]) as p,
+    ):
+        # Hold the proxy's loop until the request sits in the client socket, so
+        # the accept and the first read are handled in one go (no race to lose).
+        assert p._loop is not None
+        p._loop.call_soon_threadsafe(block_the_loop)
+        assert blocked.wait(10)
+        with socket.create_connection(("127.0.0.1", p.port), timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            release.set()
+            upstream, _ = listener.accept()
+            with upstream:
+                upstream.settimeout(5)
+                received = b""
+                with contextlib.suppress(TimeoutError):
+                    while not received.endswith(b"\r\n\r\n"):
+                        chunk = upstream.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+    assert received == b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert p.counts() == {"GET": 1}
