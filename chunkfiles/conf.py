@@ -160,7 +160,7 @@ def blob_alias(recorded: str) -> str:
 
     Every reader of that column goes through here (and every query through
     ``recorded_values``). Each row chunkfiles writes records its alias, and
-    migrations 0002 and 0005 filled in the rows that did not, so ``recorded``
+    migrations 0002 and 0006 filled in the rows that did not, so ``recorded``
     is empty only for rows other code wrote straight into the table. Reading
     those from the current ``STORAGE`` is a safety net, kept in this one place:
     it guesses wrong once ``STORAGE`` changes, so such rows must be given
