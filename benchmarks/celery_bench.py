@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .environment import BUCKET, POSTGRESQL, Spec, chunkfiles_settings, s3_client
-from .report import CORRECTNESS, Check, Section, median, num, rst
+from .report import CORRECTNESS, Check, Section, median_ratio, median_seconds, num, rst
 from .workload import Extras, Timed, Variant, warm_store
 
 if TYPE_CHECKING:  # harness imports the variants, so it is imported lazily here
@@ -292,16 +292,10 @@ def _section(
     stats: dict[str, Any],
 ) -> Section:
     def seconds(name: str) -> float | None:
-        return median(s.seconds for s in samples[name] if s is not None)
+        return median_seconds(samples[name])
 
     def ratio(a: str, b: str) -> float | None:
-        """Median of per-run ``a / b`` time ratios: both sides measured in the same run."""
-        pairs = [
-            x.seconds / y.seconds
-            for x, y in zip(samples[a], samples[b], strict=True)
-            if x is not None and y is not None
-        ]
-        return median(pairs)
+        return median_ratio(samples[a], samples[b])
 
     rows = []
     for name in samples:

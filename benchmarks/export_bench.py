@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .environment import BUCKET, Spec, s3_client
-from .report import COUNT, Check, Section, median, num, rst
+from .report import COUNT, Check, Section, median, median_ratio, median_seconds, num, rst
 from .workload import BOTO3_CONCURRENCY, Extras, Timed, Variant, warm_client, warm_store
 
 if TYPE_CHECKING:  # harness imports the variants, so it is imported lazily here
@@ -180,15 +180,10 @@ def run(bench: Bench) -> Section:
             samples[name].append(bench.measure(spec, name, "export"))
 
     def seconds(name: str) -> float | None:
-        return median(s.seconds for s in samples[name] if s is not None)
+        return median_seconds(samples[name])
 
     def ratio(a: str, b: str) -> float | None:
-        pairs = [
-            x.seconds / y.seconds
-            for x, y in zip(samples[a], samples[b], strict=True)
-            if x is not None and y is not None
-        ]
-        return median(pairs)
+        return median_ratio(samples[a], samples[b])
 
     queries = median(s.extras["queries"] for s in samples["export_many"] if s is not None)
     mib = total / 2**20

@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import operator
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 CORRECTNESS, COUNT, MEASURE = "correctness", "count", "measure"
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -85,6 +86,23 @@ def median(values: Iterable[float]) -> float | None:
     """The median, or None if there is nothing (every sample failed)."""
     found = list(values)
     return statistics.median(found) if found else None
+
+
+class Timed(Protocol):
+    seconds: float
+
+
+def median_seconds(samples: Sequence[Timed | None]) -> float | None:
+    """The median time of the samples that ran (None: a crashed variant)."""
+    return median(s.seconds for s in samples if s is not None)
+
+
+def median_ratio(a: Sequence[Timed | None], b: Sequence[Timed | None]) -> float | None:
+    """Median of per-run ``a / b`` time ratios: both sides measured in the same run."""
+    pairs = [
+        x.seconds / y.seconds for x, y in zip(a, b, strict=True) if x is not None and y is not None
+    ]
+    return median(pairs)
 
 
 def checks_table(checks: list[Check]) -> str:
