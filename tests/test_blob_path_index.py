@@ -76,3 +76,25 @@ class TestBlobPathIndex:
         else:
             plan = rows.explain()
         assert NAME in plan, plan
+
+    @pytest.mark.postgresql
+    def test_an_interrupted_concurrent_build_is_built_again(self) -> None:
+        # CREATE INDEX CONCURRENTLY, interrupted, leaves the index INVALID:
+        # unused by the planner, and kept by CREATE INDEX ... IF NOT EXISTS.
+        executor = MigrationExecutor(connection)
+        executor.migrate([("chunkfiles", "0004_file_size_type_indexes")])
+        table = FileBlob._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE INDEX {NAME} ON {table} (size)")
+            cursor.execute(
+                "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [NAME]
+            )
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes("chunkfiles"))
+        assert list(path_indexes()) == [NAME]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [NAME]
+            )
+            assert cursor.fetchone() == (True,)

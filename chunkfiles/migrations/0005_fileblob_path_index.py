@@ -22,7 +22,10 @@ def create_index(apps, schema_editor):
     if vendor == "mysql":
         schema_editor.execute(f"CREATE INDEX {name} ON {table} ({path}(255))")
     elif vendor == "postgresql":
-        schema_editor.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} ({path})")
+        # This migration runs again only if a run was interrupted, which can
+        # leave an INVALID index behind: build it afresh rather than keep that.
+        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        schema_editor.execute(f"CREATE INDEX CONCURRENTLY {name} ON {table} ({path})")
     else:
         schema_editor.add_index(FileBlob, INDEX)
 
